@@ -1,0 +1,49 @@
+//! cairn's MVCC keyspace: etcd's revision semantics (Range, Put, DeleteRange, Txn, Compact)
+//! on a redb file, with no in-memory per-key index.
+//!
+//! - [`Store`] opens the file and serves reads from consistent snapshots, concurrently.
+//! - [`WriteBatch`] is the single writer's transaction over a batch of applied raft entries:
+//!   every `put` / `delete_range` / `txn` that changes something is one revision, a failed one
+//!   changes nothing; [`WriteBatch::commit`] returns the events per revision for the watch hub
+//!   and stores the applied raft index with the data.
+//! - [`Store::compact_step`] removes what a compaction made unreachable, in bounded steps.
+//! - [`validate`] holds the checks etcd makes at the gRPC edge before proposing.
+//!
+//! Layout (see `layout.rs`): `versions` keyed `(key, u64::MAX - revision)` so the latest
+//! version at or below a revision is one seek and a range is a forward scan; `history`
+//! `(revision, sub) → key` for compaction and watch replay; `counts` of live keys per
+//! `/`-prefix for a fast `count`; `meta` for the revisions and the applied index.
+//!
+//! Responses carry a header holding only the revision etcd reports for them; the server fills
+//! in cluster, member and term.
+
+mod batch;
+mod change;
+mod compact;
+mod error;
+mod layout;
+mod range;
+mod read;
+mod replay;
+mod store;
+#[cfg(test)]
+mod testutil;
+mod txn;
+pub mod validate;
+
+pub use batch::{RevisionEvents, WriteBatch};
+pub use error::MvccError;
+pub use store::{Store, StoreOptions};
+
+/// Whether a lease exists, asked by puts that attach one (the lessor lives in the server).
+pub trait LeaseCheck {
+    /// True when lease `id` is currently granted.
+    fn lease_exists(&self, id: i64) -> bool;
+}
+
+/// A [`LeaseCheck`] from a closure.
+impl<F: Fn(i64) -> bool> LeaseCheck for F {
+    fn lease_exists(&self, id: i64) -> bool {
+        self(id)
+    }
+}

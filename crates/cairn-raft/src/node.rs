@@ -1,0 +1,552 @@
+//! The Ready loop: one thread owns the raft-rs `RawNode` and its storage, ticks it, feeds it
+//! proposals, read requests and peer messages, persists every Ready (one fsync) and hands
+//! committed entries to the apply side.
+//!
+//! Order per Ready (RAFT-NOTES §1): send the leader's messages, persist entries and HardState
+//! with one sync, hand committed entries to apply, send the persisted messages, then
+//! `advance_append` and do the same for the LightReady. Apply runs on another thread and reports
+//! back with [`NodeHandle::report_applied`], which drives `advance_apply_to`.
+//!
+//! Committed entries are handed out only after the HardState naming them committed has been
+//! written in the same Ready, so the durable applied index of the state machine never runs
+//! ahead of the log it came from.
+
+use crate::error::WalError;
+use crate::logger::raft_logger;
+use crate::storage::DiskStorage;
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
+use raft::{RawNode, ReadOnlyOption, StateRole, Storage};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, watch};
+
+/// How the Ready loop is configured; derived from etcd's flags by the server.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This member's raft id (etcd uses the member id).
+    pub id: u64,
+    /// Wall time of one tick (`--heartbeat-interval`).
+    pub tick_interval: Duration,
+    /// Ticks without a leader before campaigning (`--election-timeout` / heartbeat).
+    pub election_tick: usize,
+    /// Ticks between leader heartbeats (1, as etcd).
+    pub heartbeat_tick: usize,
+    /// The state machine's durable applied index: entries up to it are not handed out again.
+    pub applied: u64,
+    /// `--pre-vote`.
+    pub pre_vote: bool,
+    /// Largest append message (bytes).
+    pub max_size_per_msg: u64,
+    /// In-flight append messages per follower.
+    pub max_inflight_msgs: usize,
+    /// Uncommitted bytes the leader accepts before dropping proposals.
+    pub max_uncommitted_size: u64,
+    /// Campaign immediately at start when this member is the only voter, instead of waiting
+    /// for an election timeout: a lone member cannot split a vote.
+    pub campaign_if_sole_voter: bool,
+}
+
+/// Why a proposal or read could not be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    /// Raft refused the proposal: no leader known, a leader transfer in progress, or too much
+    /// uncommitted data.
+    #[error("proposal dropped: no leader or leader busy")]
+    ProposalDropped,
+    /// The proposal is larger than raft accepts.
+    #[error("proposal too large")]
+    ProposalTooLarge,
+    /// Leadership changed before a read index was confirmed.
+    #[error("leader changed")]
+    LeaderChanged,
+    /// The node has stopped.
+    #[error("raft node stopped")]
+    Stopped,
+}
+
+/// Why the Ready loop stopped on its own: each of these is fatal for the server.
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    /// Writing or syncing the WAL failed.
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    /// The leader sent a snapshot; installing one is not implemented yet.
+    #[error("installing a raft snapshot from the leader is not implemented yet")]
+    SnapshotUnsupported,
+    /// The apply side went away.
+    #[error("apply side has stopped")]
+    ApplyStopped,
+}
+
+/// A batch of committed entries, in log order, for the apply side.
+#[derive(Debug)]
+pub struct CommittedEntries {
+    /// Entries to apply, contiguous and increasing.
+    pub entries: Vec<Entry>,
+    /// Raft term at hand-out time (for response headers).
+    pub term: u64,
+}
+
+/// Live facts about the node, readable without talking to the raft thread.
+#[derive(Debug, Default)]
+pub struct NodeStatus {
+    leader_id: AtomicU64,
+    term: AtomicU64,
+    commit_index: AtomicU64,
+    last_index: AtomicU64,
+    applied_index: AtomicU64,
+    is_leader: AtomicBool,
+}
+
+impl NodeStatus {
+    /// Current leader's id, 0 when none is known.
+    pub fn leader_id(&self) -> u64 {
+        self.leader_id.load(Ordering::Acquire)
+    }
+    /// Current raft term.
+    pub fn term(&self) -> u64 {
+        self.term.load(Ordering::Acquire)
+    }
+    /// Highest committed index known.
+    pub fn commit_index(&self) -> u64 {
+        self.commit_index.load(Ordering::Acquire)
+    }
+    /// Last index in the local log.
+    pub fn last_index(&self) -> u64 {
+        self.last_index.load(Ordering::Acquire)
+    }
+    /// Highest index the apply side reported applied.
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index.load(Ordering::Acquire)
+    }
+    /// Whether this member is the leader.
+    pub fn is_leader(&self) -> bool {
+        self.is_leader.load(Ordering::Acquire)
+    }
+}
+
+/// Carries raft messages to other members. A single-member node never produces any.
+pub trait Transport: Send + 'static {
+    /// Sends messages to their `to` members; failures are reported through
+    /// [`NodeHandle::report_unreachable`] by the transport itself.
+    fn send(&mut self, msgs: Vec<Message>);
+}
+
+enum Command {
+    Propose {
+        data: Vec<u8>,
+        done: oneshot::Sender<Result<(), NodeError>>,
+    },
+    ReadIndex {
+        done: oneshot::Sender<Result<u64, NodeError>>,
+    },
+    Step(Message),
+    Unreachable(u64),
+    Applied(u64),
+    CompactLog(u64),
+    Stop,
+}
+
+/// The async side's handle on the raft thread. Cheap to clone.
+#[derive(Clone)]
+pub struct NodeHandle {
+    commands: Sender<Command>,
+    status: Arc<NodeStatus>,
+    leader: watch::Receiver<u64>,
+}
+
+impl NodeHandle {
+    /// Proposes `data` as a normal entry. Resolves once raft accepted it into the log (not when
+    /// committed: the apply side wakes the caller by request id).
+    pub async fn propose(&self, data: Vec<u8>) -> Result<(), NodeError> {
+        let (done, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Propose { data, done })
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)?
+    }
+
+    /// Asks for a read index: the commit index at a moment this member was certainly leader
+    /// (ReadIndex, Safe mode). Concurrent callers share one raft round.
+    pub async fn read_index(&self) -> Result<u64, NodeError> {
+        let (done, rx) = oneshot::channel();
+        self.commands
+            .send(Command::ReadIndex { done })
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)?
+    }
+
+    /// Feeds a message received from a peer.
+    pub fn step(&self, msg: Message) {
+        let _ = self.commands.send(Command::Step(msg));
+    }
+
+    /// Tells raft a peer could not be reached.
+    pub fn report_unreachable(&self, id: u64) {
+        let _ = self.commands.send(Command::Unreachable(id));
+    }
+
+    /// Reports that every entry up to `index` has been applied. Must not decrease.
+    pub fn report_applied(&self, index: u64) {
+        self.status.applied_index.store(index, Ordering::Release);
+        let _ = self.commands.send(Command::Applied(index));
+    }
+
+    /// Drops log entries up to `index`, which must be durably applied.
+    pub fn compact_log(&self, index: u64) {
+        let _ = self.commands.send(Command::CompactLog(index));
+    }
+
+    /// Live status.
+    pub fn status(&self) -> &NodeStatus {
+        &self.status
+    }
+
+    /// Leader id updates (0 = no leader).
+    pub fn leader_watch(&self) -> watch::Receiver<u64> {
+        self.leader.clone()
+    }
+
+    /// Asks the loop to stop after its current Ready; the final state is synced.
+    pub fn stop(&self) {
+        let _ = self.commands.send(Command::Stop);
+    }
+}
+
+/// A read index round in flight.
+struct PendingRead {
+    ctx: u64,
+    issued_tick: u64,
+    waiters: Vec<oneshot::Sender<Result<u64, NodeError>>>,
+}
+
+struct Loop {
+    node: RawNode<DiskStorage>,
+    storage: DiskStorage,
+    cfg: NodeConfig,
+    commands: Receiver<Command>,
+    apply: Sender<CommittedEntries>,
+    transport: Option<Box<dyn Transport>>,
+    status: Arc<NodeStatus>,
+    leader_tx: watch::Sender<u64>,
+    ticks: u64,
+    read_queue: Vec<oneshot::Sender<Result<u64, NodeError>>>,
+    read_inflight: Option<PendingRead>,
+    next_read_ctx: u64,
+    applied: u64,
+}
+
+/// Starts the Ready loop on its own thread. Returns the handle and the thread, which ends with
+/// the loop's result (a WAL error is fatal: the server must stop).
+pub fn start(
+    cfg: NodeConfig,
+    storage: DiskStorage,
+    apply: Sender<CommittedEntries>,
+    transport: Option<Box<dyn Transport>>,
+) -> Result<(NodeHandle, JoinHandle<Result<(), LoopError>>), raft::Error> {
+    let raft_cfg = raft::Config {
+        id: cfg.id,
+        election_tick: cfg.election_tick,
+        heartbeat_tick: cfg.heartbeat_tick,
+        applied: cfg.applied,
+        max_size_per_msg: cfg.max_size_per_msg,
+        max_inflight_msgs: cfg.max_inflight_msgs,
+        check_quorum: true,
+        pre_vote: cfg.pre_vote,
+        read_only_option: ReadOnlyOption::Safe,
+        max_uncommitted_size: cfg.max_uncommitted_size,
+        max_committed_size_per_ready: 32 << 20,
+        ..Default::default()
+    };
+    raft_cfg.validate()?;
+    let mut node = RawNode::new(&raft_cfg, storage.clone(), &raft_logger())?;
+    let voters = storage.conf_state().voters.clone();
+    if cfg.campaign_if_sole_voter && voters == [cfg.id] {
+        node.campaign()?;
+    }
+    let status = Arc::new(NodeStatus::default());
+    status.term.store(node.raft.term, Ordering::Release);
+    status
+        .last_index
+        .store(storage.last_index().unwrap_or(0), Ordering::Release);
+    status.applied_index.store(cfg.applied, Ordering::Release);
+    status
+        .commit_index
+        .store(node.raft.raft_log.committed, Ordering::Release);
+    let (leader_tx, leader_rx) = watch::channel(0);
+    let (tx, rx) = mpsc::channel();
+    let handle = NodeHandle {
+        commands: tx,
+        status: status.clone(),
+        leader: leader_rx,
+    };
+    let mut lp = Loop {
+        node,
+        storage,
+        applied: cfg.applied,
+        cfg,
+        commands: rx,
+        apply,
+        transport,
+        status,
+        leader_tx,
+        ticks: 0,
+        read_queue: Vec::new(),
+        read_inflight: None,
+        next_read_ctx: 1,
+    };
+    let thread = std::thread::Builder::new()
+        .name("raft".into())
+        .spawn(move || lp.run())
+        .expect("spawning the raft thread");
+    Ok((handle, thread))
+}
+
+impl Loop {
+    fn run(&mut self) -> Result<(), LoopError> {
+        let mut next_tick = Instant::now() + self.cfg.tick_interval;
+        let result = loop {
+            let now = Instant::now();
+            let wait = next_tick.saturating_duration_since(now);
+            let mut stop = false;
+            match self.commands.recv_timeout(wait) {
+                Ok(cmd) => stop |= self.on_command(cmd),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => stop = true,
+            }
+            // Drain whatever else is queued so one Ready (one fsync) covers it all.
+            while !stop {
+                match self.commands.try_recv() {
+                    Ok(cmd) => stop |= self.on_command(cmd),
+                    Err(_) => break,
+                }
+            }
+            if Instant::now() >= next_tick {
+                self.node.tick();
+                self.ticks += 1;
+                next_tick += self.cfg.tick_interval;
+                if next_tick < Instant::now() {
+                    next_tick = Instant::now() + self.cfg.tick_interval;
+                }
+            }
+            self.issue_reads();
+            if let Err(e) = self.on_ready() {
+                break Err(e);
+            }
+            if stop {
+                break self.storage.sync().map_err(LoopError::from);
+            }
+        };
+        self.fail_reads(NodeError::Stopped);
+        result
+    }
+
+    /// Returns true when the loop must stop.
+    fn on_command(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::Propose { data, done } => {
+                let res = self.node.propose(vec![], data).map_err(|e| match e {
+                    raft::Error::ProposalDropped => NodeError::ProposalDropped,
+                    _ => NodeError::ProposalTooLarge,
+                });
+                let _ = done.send(res);
+            }
+            Command::ReadIndex { done } => self.read_queue.push(done),
+            Command::Step(msg) => {
+                // Messages from unknown peers or local message types are ignored, as etcd does.
+                let _ = self.node.step(msg);
+            }
+            Command::Unreachable(id) => self.node.report_unreachable(id),
+            Command::Applied(index) => {
+                if index > self.applied {
+                    self.applied = index;
+                    self.node.advance_apply_to(index);
+                }
+            }
+            Command::CompactLog(index) => {
+                let index = index.min(self.applied);
+                if index > self.storage.first_index().unwrap_or(1).saturating_sub(1) {
+                    if let Err(e) = self.storage.compact(index) {
+                        tracing::warn!(error = %e, index, "raft log compaction failed");
+                    }
+                }
+            }
+            Command::Stop => return true,
+        }
+        false
+    }
+
+    /// Starts a read-index round for every queued reader if none is in flight, and re-issues a
+    /// round that raft silently dropped (no leader yet, or the leader has not committed in its
+    /// term) after an election timeout.
+    fn issue_reads(&mut self) {
+        if let Some(inflight) = &mut self.read_inflight {
+            if self.ticks.saturating_sub(inflight.issued_tick) < self.cfg.election_tick as u64 {
+                return;
+            }
+            let mut stale = self.read_inflight.take().expect("checked above");
+            self.read_queue.append(&mut stale.waiters);
+        }
+        if self.read_queue.is_empty() {
+            return;
+        }
+        let ctx = self.next_read_ctx;
+        self.next_read_ctx += 1;
+        self.node.read_index(ctx.to_be_bytes().to_vec());
+        self.read_inflight = Some(PendingRead {
+            ctx,
+            issued_tick: self.ticks,
+            waiters: std::mem::take(&mut self.read_queue),
+        });
+    }
+
+    fn fail_reads(&mut self, err: NodeError) {
+        if let Some(r) = self.read_inflight.take() {
+            for w in r.waiters {
+                let _ = w.send(Err(err.clone()));
+            }
+        }
+        for w in self.read_queue.drain(..) {
+            let _ = w.send(Err(err.clone()));
+        }
+    }
+
+    fn send(&mut self, msgs: Vec<Message>) {
+        if msgs.is_empty() {
+            return;
+        }
+        match &mut self.transport {
+            Some(t) => t.send(msgs),
+            None => tracing::warn!(count = msgs.len(), "raft messages with no transport"),
+        }
+    }
+
+    fn on_ready(&mut self) -> Result<(), LoopError> {
+        if !self.node.has_ready() {
+            return Ok(());
+        }
+        let mut rd = self.node.ready();
+        if let Some(ss) = rd.ss() {
+            let leader = ss.leader_id;
+            let is_leader = ss.raft_state == StateRole::Leader;
+            let was_leader = self.status.is_leader.swap(is_leader, Ordering::AcqRel);
+            let old_leader = self.status.leader_id.swap(leader, Ordering::AcqRel);
+            if old_leader != leader {
+                self.leader_tx.send_replace(leader);
+                tracing::info!(
+                    leader = leader,
+                    term = self.node.raft.term,
+                    "raft leader changed"
+                );
+            }
+            if was_leader != is_leader || old_leader != leader {
+                // Read rounds in flight are lost on a role change; start them again.
+                if let Some(mut stale) = self.read_inflight.take() {
+                    self.read_queue.append(&mut stale.waiters);
+                }
+            }
+        }
+        self.send(rd.take_messages());
+        if !rd.snapshot().is_empty() {
+            return Err(LoopError::SnapshotUnsupported);
+        }
+        for rs in rd.take_read_states() {
+            self.resolve_read(&rs.request_ctx, rs.index);
+        }
+        let committed = rd.take_committed_entries();
+        if !rd.entries().is_empty() {
+            self.storage.append(rd.entries())?;
+        }
+        if let Some(hs) = rd.hs() {
+            self.storage.set_hard_state(hs)?;
+            self.status.term.store(hs.term, Ordering::Release);
+        }
+        if rd.must_sync() {
+            self.storage.sync()?;
+        }
+        self.status
+            .last_index
+            .store(self.storage.last_index().unwrap_or(0), Ordering::Release);
+        self.hand_out(committed)?;
+        self.send(rd.take_persisted_messages());
+
+        let mut light = self.node.advance_append(rd);
+        if let Some(commit) = light.commit_index() {
+            // Recorded without a sync: a lost commit index is recomputed by raft, and the
+            // server raises it to the durable applied index on restart.
+            let mut hs = self.storage.hard_state();
+            hs.commit = commit;
+            self.storage.set_hard_state(&hs)?;
+            self.status.commit_index.store(commit, Ordering::Release);
+        }
+        self.send(light.take_messages());
+        self.hand_out(light.take_committed_entries())?;
+        Ok(())
+    }
+
+    fn resolve_read(&mut self, ctx: &[u8], index: u64) {
+        let Ok(bytes) = <[u8; 8]>::try_from(ctx) else {
+            return;
+        };
+        let ctx = u64::from_be_bytes(bytes);
+        // A quorum acknowledging round `ctx` also confirms every earlier round; only the
+        // newest round is ever in flight, so an exact match is enough.
+        if self.read_inflight.as_ref().is_some_and(|r| r.ctx == ctx) {
+            let r = self.read_inflight.take().expect("checked above");
+            for w in r.waiters {
+                let _ = w.send(Ok(index));
+            }
+        }
+    }
+
+    /// Applies membership changes (which raft requires on its own thread) and passes every
+    /// committed entry on to the apply side.
+    fn hand_out(&mut self, entries: Vec<Entry>) -> Result<(), LoopError> {
+        let Some(last) = entries.last() else {
+            return Ok(());
+        };
+        let last_index = last.index;
+        if self.status.commit_index() < last_index {
+            self.status
+                .commit_index
+                .store(last_index, Ordering::Release);
+        }
+        for e in &entries {
+            match e.get_entry_type() {
+                EntryType::EntryConfChange => {
+                    let mut cc = ConfChange::default();
+                    if cc.merge_from_bytes(e.get_data()).is_ok() {
+                        self.apply_conf_change(&cc)?;
+                    }
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let mut cc = ConfChangeV2::default();
+                    if cc.merge_from_bytes(e.get_data()).is_ok() {
+                        self.apply_conf_change(&cc)?;
+                    }
+                }
+                EntryType::EntryNormal => {}
+            }
+        }
+        let term = self.node.raft.term;
+        if self.apply.send(CommittedEntries { entries, term }).is_err() {
+            return Err(LoopError::ApplyStopped);
+        }
+        Ok(())
+    }
+
+    fn apply_conf_change(&mut self, cc: &impl raft_proto::ConfChangeI) -> Result<(), LoopError> {
+        match self.node.apply_conf_change(cc) {
+            Ok(cs) => Ok(self.storage.set_conf_state(&cs)?),
+            Err(e) => {
+                // An invalid change leaves membership as it was, as etcd does.
+                tracing::warn!(error = %e, "rejected raft configuration change");
+                Ok(())
+            }
+        }
+    }
+}

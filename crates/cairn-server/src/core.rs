@@ -1,0 +1,182 @@
+//! The state every service shares, and the two paths a request takes: a write is proposed
+//! through raft and answered once applied; a linearizable read waits for a read index to be
+//! applied, then reads the local store.
+
+use crate::apply::{Applied, ApplyResult};
+use crate::config::ServerConfig;
+use crate::errors::{mvcc_error, node_error};
+use crate::membership::Member;
+use crate::waiters::{RequestIds, Waiters};
+use cairn_api::cairnpb::{internal_request::Request, InternalRequest};
+use cairn_api::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
+use cairn_api::EtcdError;
+use cairn_mvcc::Store;
+use cairn_raft::node::{NodeError, NodeHandle};
+use prost::Message as _;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::watch;
+
+/// Ranges at most this big (by limit) are served on the calling task; bigger ones move to the
+/// blocking pool so a long scan does not stall the async workers.
+const INLINE_RANGE_LIMIT: i64 = 128;
+
+/// Shared server state.
+pub struct Core {
+    /// Resolved configuration.
+    pub cfg: ServerConfig,
+    /// The keyspace.
+    pub store: Arc<Store>,
+    /// The raft thread.
+    pub node: NodeHandle,
+    /// Clients waiting for their proposal to apply.
+    pub waiters: Waiters<ApplyResult>,
+    /// Request id generator.
+    pub ids: RequestIds,
+    /// This member.
+    pub member: Member,
+    /// Every member of the cluster, this one included.
+    pub members: Vec<Member>,
+    /// The cluster id.
+    pub cluster_id: u64,
+    applied: watch::Sender<u64>,
+}
+
+impl Core {
+    /// Assembles the shared state; `applied` is the store's durable applied index.
+    pub fn new(
+        cfg: ServerConfig,
+        store: Arc<Store>,
+        node: NodeHandle,
+        member: Member,
+        members: Vec<Member>,
+        cluster_id: u64,
+        applied: u64,
+    ) -> Self {
+        Core {
+            ids: RequestIds::new(member.id),
+            cfg,
+            store,
+            node,
+            waiters: Waiters::default(),
+            member,
+            members,
+            cluster_id,
+            applied: watch::channel(applied).0,
+        }
+    }
+
+    /// Highest raft index applied to the store.
+    pub fn applied_index(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Publishes a new applied index to readers waiting on it and to raft.
+    pub fn set_applied_index(&self, index: u64) {
+        self.applied.send_replace(index);
+        self.node.report_applied(index);
+    }
+
+    /// A response header at `revision`.
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member.id,
+            revision,
+            raft_term: self.node.status().term(),
+        }
+    }
+
+    /// Proposes `request` and waits until it is applied, returning what applying produced.
+    pub async fn propose(&self, request: Request) -> Result<(Applied, i64), EtcdError> {
+        let id = self.ids.next();
+        let data = InternalRequest {
+            id,
+            request: Some(request),
+        }
+        .encode_to_vec();
+        if data.len() > self.cfg.max_request_bytes {
+            return Err(EtcdError::RequestTooLarge);
+        }
+        let deadline = Instant::now() + self.cfg.request_timeout();
+        let rx = self.waiters.register(id);
+        if let Err(e) = self.propose_until(data, deadline).await {
+            self.waiters.cancel(id);
+            return Err(e);
+        }
+        match tokio::time::timeout_at(deadline.into(), rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(EtcdError::Stopped),
+            Err(_) => {
+                self.waiters.cancel(id);
+                Err(EtcdError::Timeout)
+            }
+        }
+    }
+
+    /// Hands `data` to raft, waiting for a leader while there is none (as etcd blocks a
+    /// proposal until one is elected or the request times out).
+    async fn propose_until(&self, data: Vec<u8>, deadline: Instant) -> Result<(), EtcdError> {
+        let mut leader = self.node.leader_watch();
+        loop {
+            match self.node.propose(data.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(NodeError::ProposalDropped) => {
+                    let wait = tokio::time::timeout_at(deadline.into(), leader.changed());
+                    let retry = tokio::time::sleep(self.cfg.heartbeat_interval);
+                    tokio::select! {
+                        r = wait => if r.is_err() { return Err(EtcdError::Timeout) },
+                        _ = retry => if Instant::now() >= deadline { return Err(EtcdError::Timeout) },
+                    }
+                }
+                Err(e) => return Err(node_error(e)),
+            }
+        }
+    }
+
+    /// Waits until this member has applied everything committed at a moment it was certainly
+    /// leader (ReadIndex), so a read that follows observes every write acknowledged before it
+    /// began.
+    pub async fn linearizable_barrier(&self) -> Result<(), EtcdError> {
+        let deadline = Instant::now() + self.cfg.request_timeout();
+        let index = match tokio::time::timeout_at(deadline.into(), self.node.read_index()).await {
+            Ok(r) => r.map_err(node_error)?,
+            Err(_) => return Err(EtcdError::Timeout),
+        };
+        let mut applied = self.applied.subscribe();
+        let reached = tokio::time::timeout_at(deadline.into(), async {
+            applied.wait_for(|a| *a >= index).await.is_ok()
+        })
+        .await;
+        match reached {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(EtcdError::Stopped),
+            Err(_) => Err(EtcdError::TimeoutWaitAppliedIndex),
+        }
+    }
+
+    /// etcd's Range: linearizable unless `serializable`.
+    pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, EtcdError> {
+        if !req.serializable {
+            self.linearizable_barrier().await?;
+        }
+        let big_scan =
+            !req.range_end.is_empty() && (req.limit <= 0 || req.limit > INLINE_RANGE_LIMIT);
+        let mut resp = if big_scan {
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || store.range(&req))
+                .await
+                .map_err(|_| EtcdError::Stopped)?
+        } else {
+            self.store.range(&req)
+        }
+        .map_err(mvcc_error)?;
+        let revision = resp
+            .header
+            .as_ref()
+            .map(|h| h.revision)
+            .unwrap_or_else(|| self.store.current_revision());
+        resp.header = Some(self.header(revision));
+        Ok(resp)
+    }
+}

@@ -1,0 +1,16 @@
+//! cairn's etcd-compatible server: bootstrap and recovery, the apply loop that turns committed
+//! raft entries into MVCC writes, the gRPC services (KV, Maintenance, Cluster; the rest answer
+//! `Unimplemented` until built) and the HTTP endpoints on the client port.
+
+pub mod apply;
+pub mod config;
+pub mod core;
+pub mod errors;
+pub mod http;
+pub mod membership;
+pub mod server;
+pub mod services;
+pub mod waiters;
+
+pub use config::{ClusterState, ServerConfig};
+pub use server::{start, RunningServer, ServerError};

@@ -1,0 +1,416 @@
+//! Starting and stopping a member: open the backend and the WAL, bootstrap or recover raft,
+//! start the raft and apply threads, then serve gRPC and HTTP on the client URLs.
+
+use crate::apply::{apply_loop, ApplyError};
+use crate::config::{ClusterState, ServerConfig, ETCD_CLUSTER_VERSION};
+use crate::core::Core;
+use crate::membership::{cluster_id, member_id, Member};
+use crate::services::{cluster::ClusterService, kv::KvService, maintenance::MaintenanceService};
+use cairn_api::etcdserverpb::{
+    auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
+    lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
+};
+use cairn_mvcc::{MvccError, Store, StoreOptions};
+use cairn_raft::node::{self, LoopError, NodeConfig};
+use cairn_raft::storage::{DiskStorage, WalOptions};
+use cairn_raft::WalError;
+use raft::eraftpb::ConfState;
+use raft::Storage as _;
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Why a member could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration asks for something invalid or not built yet.
+    #[error("{0}")]
+    Config(String),
+    /// The WAL could not be opened or written (corruption names the file and offset).
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    /// The backend could not be opened or written.
+    #[error("backend {path}: {source}")]
+    Backend {
+        /// The backend file.
+        path: String,
+        /// What failed.
+        source: MvccError,
+    },
+    /// Raft refused its configuration or state.
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    /// The raft loop stopped on an error.
+    #[error("raft loop: {0}")]
+    Loop(#[from] LoopError),
+    /// The apply loop stopped on an error.
+    #[error("apply: {0}")]
+    Apply(#[from] ApplyError),
+    /// A listener could not be bound or served.
+    #[error("listener {url}: {source}")]
+    Listen {
+        /// The URL being served.
+        url: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// Creating the data directory failed.
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+}
+
+/// A running member.
+pub struct RunningServer {
+    core: Arc<Core>,
+    raft_thread: Option<JoinHandle<Result<(), LoopError>>>,
+    apply_thread: Option<JoinHandle<Result<(), ApplyError>>>,
+    stop_serving: watch::Sender<bool>,
+    listeners: JoinSet<Result<(), ServerError>>,
+    /// The client addresses actually bound (useful with port 0).
+    pub client_addrs: Vec<SocketAddr>,
+}
+
+/// Splits `http://host:port` into `host:port`; other schemes are refused for now.
+fn client_socket(url: &str) -> Result<String, ServerError> {
+    if let Some(rest) = url.strip_prefix("http://") {
+        return Ok(rest.trim_end_matches('/').to_string());
+    }
+    if url.starts_with("https://") {
+        return Err(ServerError::Config(format!(
+            "TLS listeners are not implemented yet: {url}"
+        )));
+    }
+    Err(ServerError::Config(format!(
+        "unsupported URL scheme in {url:?} (expected http://host:port)"
+    )))
+}
+
+/// This member and the whole initial cluster, with etcd's ids.
+fn initial_members(cfg: &ServerConfig) -> Result<(Member, Vec<Member>), ServerError> {
+    let mut by_name: Vec<(String, Vec<String>)> = Vec::new();
+    for (name, url) in &cfg.initial_cluster {
+        match by_name.iter_mut().find(|(n, _)| n == name) {
+            Some((_, urls)) => urls.push(url.clone()),
+            None => by_name.push((name.clone(), vec![url.clone()])),
+        }
+    }
+    let members: Vec<Member> = by_name
+        .into_iter()
+        .map(|(name, mut peer_urls)| {
+            peer_urls.sort();
+            Member {
+                id: member_id(&peer_urls, &cfg.initial_cluster_token, None),
+                client_urls: if name == cfg.name {
+                    cfg.advertise_client_urls.clone()
+                } else {
+                    vec![]
+                },
+                name,
+                peer_urls,
+                is_learner: false,
+            }
+        })
+        .collect();
+    let Some(me) = members.iter().find(|m| m.name == cfg.name).cloned() else {
+        return Err(ServerError::Config(format!(
+            "couldn't find local name {:?} in the initial cluster configuration",
+            cfg.name
+        )));
+    };
+    let mut advertised = cfg.initial_advertise_peer_urls.clone();
+    advertised.sort();
+    if advertised != me.peer_urls {
+        return Err(ServerError::Config(format!(
+            "--initial-cluster has {}={} but missing from --initial-advertise-peer-urls={}",
+            me.name,
+            me.peer_urls.join(","),
+            cfg.initial_advertise_peer_urls.join(",")
+        )));
+    }
+    if members.len() > 1 {
+        return Err(ServerError::Config(
+            "multi-member clusters are not implemented yet: --initial-cluster must name only this member"
+                .into(),
+        ));
+    }
+    Ok((me, members))
+}
+
+fn make_dir(path: &std::path::Path) -> Result<(), ServerError> {
+    std::fs::create_dir_all(path).map_err(|source| ServerError::DataDir {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Starts a member and returns once it serves clients.
+pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
+    let (me, members) = initial_members(&cfg)?;
+    let cid = cluster_id(&members.iter().map(|m| m.id).collect::<Vec<_>>());
+    tracing::info!(
+        name = %cfg.name,
+        data_dir = %cfg.data_dir.display(),
+        member_id = %format!("{:x}", me.id),
+        cluster_id = %format!("{:x}", cid),
+        "starting an etcd server"
+    );
+
+    let backend_path = cfg.backend_path();
+    make_dir(backend_path.parent().expect("backend path has a parent"))?;
+    let wal_path = cfg.wal_path();
+    make_dir(&wal_path)?;
+    let store = Store::open(
+        &backend_path,
+        StoreOptions {
+            cache_size_bytes: cfg.backend_cache_bytes,
+        },
+    )
+    .map_err(|source| ServerError::Backend {
+        path: backend_path.display().to_string(),
+        source,
+    })?;
+    let store = Arc::new(store);
+    let (applied, _) = store.applied_index();
+    tracing::info!(path = %backend_path.display(), revision = store.current_revision(), applied_index = applied, "opened backend db");
+
+    let (storage, fresh) = DiskStorage::open(
+        &wal_path,
+        WalOptions {
+            max_wals: cfg.max_wals,
+            ..WalOptions::default()
+        },
+    )?;
+    if fresh {
+        if cfg.initial_cluster_state == ClusterState::Existing {
+            return Err(ServerError::Config(
+                "joining an existing cluster (--initial-cluster-state existing) is not implemented yet".into(),
+            ));
+        }
+        if applied > 0 {
+            return Err(ServerError::Config(format!(
+                "the backend {} has applied raft index {applied} but the WAL in {} is empty; refusing to start with a lost log",
+                backend_path.display(),
+                wal_path.display()
+            )));
+        }
+        storage.bootstrap(ConfState {
+            voters: members.iter().map(|m| m.id).collect(),
+            ..Default::default()
+        })?;
+        tracing::info!(member_id = %format!("{:x}", me.id), "started as a new single-member cluster");
+    } else {
+        let first = storage.first_index().unwrap_or(1);
+        if applied + 1 < first {
+            return Err(ServerError::Config(format!(
+                "the backend {} is at raft index {applied} but the WAL starts at {first}: entries in between are gone",
+                backend_path.display()
+            )));
+        }
+        // The store may be durably ahead of the commit index recorded in the WAL (commit
+        // indexes are written without a sync); what it applied was committed.
+        let mut hs = storage.hard_state();
+        let last = storage.last_index().unwrap_or(0);
+        if applied > last {
+            return Err(ServerError::Config(format!(
+                "the backend {} has applied raft index {applied} beyond the WAL's last index {last}",
+                backend_path.display()
+            )));
+        }
+        if hs.commit < applied {
+            hs.commit = applied;
+            storage.set_hard_state(&hs)?;
+            storage.sync()?;
+        }
+        tracing::info!(
+            term = hs.term,
+            commit = hs.commit,
+            applied_index = applied,
+            last_index = last,
+            "restarting local member"
+        );
+    }
+
+    let (apply_tx, apply_rx) = mpsc::channel();
+    let tick = cfg.heartbeat_interval;
+    let (node, raft_thread) = node::start(
+        NodeConfig {
+            id: me.id,
+            tick_interval: tick,
+            election_tick: cfg.election_ticks(),
+            heartbeat_tick: 1,
+            applied,
+            pre_vote: cfg.pre_vote,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            max_uncommitted_size: 64 << 20,
+            campaign_if_sole_voter: true,
+        },
+        storage,
+        apply_tx,
+        None,
+    )?;
+    let core = Arc::new(Core::new(
+        cfg.clone(),
+        store,
+        node,
+        me.clone(),
+        members,
+        cid,
+        applied,
+    ));
+    let apply_core = core.clone();
+    let apply_thread = std::thread::Builder::new()
+        .name("apply".into())
+        .spawn(move || apply_loop(apply_core, apply_rx))
+        .expect("spawning the apply thread");
+
+    let mut leader = core.node.leader_watch();
+    let _ = leader.wait_for(|l| *l != 0).await;
+    tracing::info!(
+        cluster_version = ETCD_CLUSTER_VERSION,
+        "enabled capabilities for version"
+    );
+    tracing::info!(
+        local_member_id = %format!("{:x}", me.id),
+        local_member_attributes = %format!("{{Name:{} ClientURLs:[{}]}}", me.name, me.client_urls.join(" ")),
+        cluster_id = %format!("{:x}", cid),
+        "published local member to cluster through raft"
+    );
+
+    let (stop_serving, stop_rx) = watch::channel(false);
+    let mut listeners = JoinSet::new();
+    let mut client_addrs = Vec::new();
+    for url in &cfg.listen_client_urls {
+        let addr = client_socket(url)?;
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| ServerError::Listen {
+                url: url.clone(),
+                source,
+            })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ServerError::Listen {
+                url: url.clone(),
+                source,
+            })?;
+        client_addrs.push(local);
+        tracing::warn!(address = %local, "serving client traffic insecurely; this is strongly discouraged!");
+        let router = grpc_router(&core);
+        let mut stop = stop_rx.clone();
+        let url = url.clone();
+        listeners.spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            router
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+                .map_err(|e| ServerError::Listen {
+                    url,
+                    source: std::io::Error::other(e),
+                })
+        });
+    }
+    tracing::info!("ready to serve client requests");
+    Ok(RunningServer {
+        core,
+        raft_thread: Some(raft_thread),
+        apply_thread: Some(apply_thread),
+        stop_serving,
+        listeners,
+        client_addrs,
+    })
+}
+
+/// gRPC services plus the HTTP endpoints, on one router per client listener.
+fn grpc_router(core: &Arc<Core>) -> tonic::transport::server::Router {
+    let limit = core.cfg.max_request_bytes + 512 * 1024;
+    let mut routes = tonic::service::Routes::builder();
+    routes
+        .add_service(
+            KvServer::new(KvService::new(core.clone()))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            MaintenanceServer::new(MaintenanceService::new(core.clone()))
+                .max_decoding_message_size(limit),
+        )
+        .add_service(ClusterServer::new(ClusterService::new(core.clone())))
+        .add_service(WatchServer::new(crate::services::Unbuilt))
+        .add_service(LeaseServer::new(crate::services::Unbuilt))
+        .add_service(AuthServer::new(crate::services::Unbuilt));
+    let axum_router = routes
+        .routes()
+        .into_axum_router()
+        .merge(crate::http::routes(core.clone()));
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .tcp_nodelay(true)
+        .max_concurrent_streams(Some(core.cfg.max_concurrent_streams))
+        .add_routes(tonic::service::Routes::from(axum_router))
+}
+
+impl RunningServer {
+    /// Shared state, for in-process tests.
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// Waits until a listener or a background thread fails, which is fatal.
+    pub async fn wait_fatal(&mut self) -> ServerError {
+        loop {
+            tokio::select! {
+                Some(res) = self.listeners.join_next() => match res {
+                    Ok(Err(e)) => return e,
+                    Ok(Ok(())) => {}
+                    Err(e) => return ServerError::Config(format!("listener task failed: {e}")),
+                },
+                _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+            }
+            let raft_done = self.raft_thread.as_ref().is_some_and(|t| t.is_finished());
+            let apply_done = self.apply_thread.as_ref().is_some_and(|t| t.is_finished());
+            if raft_done || apply_done {
+                return match self.join_threads() {
+                    Err(e) => e,
+                    Ok(()) => ServerError::Config("server threads stopped".into()),
+                };
+            }
+        }
+    }
+
+    /// Stops serving, stops raft (syncing the WAL), lets apply drain and make the backend
+    /// durable.
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        let _ = self.stop_serving.send(true);
+        while self.listeners.join_next().await.is_some() {}
+        self.core.node.stop();
+        let res = tokio::task::spawn_blocking(move || self.join_threads())
+            .await
+            .map_err(|e| ServerError::Config(format!("shutdown task failed: {e}")))?;
+        tracing::info!("closed etcd server");
+        res
+    }
+
+    fn join_threads(&mut self) -> Result<(), ServerError> {
+        if let Some(t) = self.raft_thread.take() {
+            t.join()
+                .map_err(|_| ServerError::Config("raft thread panicked".into()))??;
+        }
+        if let Some(t) = self.apply_thread.take() {
+            t.join()
+                .map_err(|_| ServerError::Config("apply thread panicked".into()))??;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,570 @@
+//! etcd's command-line flags, their `ETCD_*` environment twins and `--config-file` YAML, with
+//! etcd's names and defaults, resolved into a [`ServerConfig`].
+//!
+//! Every etcd flag is recognised. A flag cairn does not implement yet is refused when given a
+//! value other than etcd's default, so nobody believes a setting took effect when it did not.
+
+use anyhow::{anyhow, bail, Context, Result};
+use cairn_server::{ClusterState, ServerConfig};
+use clap::{ArgAction, Parser};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The flags. Booleans accept `--flag`, `--flag=true` and `--flag=false`, as Go's flag package.
+#[derive(Parser, Debug)]
+#[command(
+    name = "cairn",
+    about = "cairn: an etcd-compatible, Raft-replicated key-value store",
+    disable_version_flag = true
+)]
+pub struct Flags {
+    /// Print the version and exit.
+    #[arg(long, action = ArgAction::SetTrue)]
+    pub version: bool,
+    /// Path to a YAML configuration file; when set, other flags and variables are ignored.
+    #[arg(long, env = "ETCD_CONFIG_FILE")]
+    pub config_file: Option<PathBuf>,
+
+    /// Human-readable name for this member.
+    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    pub name: String,
+    /// Path to the data directory (default `${name}.etcd`).
+    #[arg(long, env = "ETCD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Path to the dedicated WAL directory.
+    #[arg(long, env = "ETCD_WAL_DIR")]
+    pub wal_dir: Option<PathBuf>,
+    /// Number of committed transactions between log compactions.
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    pub snapshot_count: u64,
+    /// Entries kept behind a log compaction for slow followers.
+    #[arg(long, env = "ETCD_SNAPSHOT_CATCHUP_ENTRIES", default_value_t = 5_000)]
+    pub snapshot_catchup_entries: u64,
+    /// Time (ms) of a heartbeat interval.
+    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Time (ms) for an election to time out.
+    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+    /// URLs to listen on for peer traffic.
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
+    pub listen_peer_urls: String,
+    /// URLs to listen on for client traffic.
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
+    pub listen_client_urls: String,
+    /// Maximum number of snapshot files to retain (0 is unlimited).
+    #[arg(long, env = "ETCD_MAX_SNAPSHOTS", default_value_t = 5)]
+    pub max_snapshots: usize,
+    /// Maximum number of WAL files to retain (0 is unlimited).
+    #[arg(long, env = "ETCD_MAX_WALS", default_value_t = 5)]
+    pub max_wals: usize,
+    /// Raise alarms when the backend size exceeds this quota (0 = default 2 GiB).
+    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
+    pub quota_backend_bytes: u64,
+    /// Maximum number of operations per txn.
+    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: usize,
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
+    pub max_request_bytes: usize,
+    /// Maximum concurrent streams per client connection.
+    #[arg(long, env = "ETCD_MAX_CONCURRENT_STREAMS", default_value_t = u32::MAX)]
+    pub max_concurrent_streams: u32,
+    /// This member's peer URLs to advertise to the rest of the cluster.
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
+    pub initial_advertise_peer_urls: String,
+    /// Initial cluster configuration for bootstrapping.
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// Initial cluster state ('new' or 'existing').
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", default_value = "new")]
+    pub initial_cluster_state: String,
+    /// Initial cluster token for the etcd cluster during bootstrap.
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
+    pub initial_cluster_token: String,
+    /// This member's client URLs to advertise to the public.
+    #[arg(
+        long,
+        env = "ETCD_ADVERTISE_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
+    pub advertise_client_urls: String,
+    /// Reject reconfiguration requests that would cause quorum loss.
+    #[arg(long, env = "ETCD_STRICT_RECONFIG_CHECK", default_value = "true", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub strict_reconfig_check: bool,
+    /// Enable the raft Pre-Vote algorithm.
+    #[arg(long, env = "ETCD_PRE_VOTE", default_value = "true", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub pre_vote: bool,
+    /// Logger: only 'zap' (structured JSON) is supported.
+    #[arg(long, env = "ETCD_LOGGER", default_value = "zap")]
+    pub logger: String,
+    /// Log level: debug, info, warn, error, panic, fatal.
+    #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Where to write logs: 'default' (stderr), 'stderr', 'stdout' or a file path; comma separated.
+    #[arg(long, env = "ETCD_LOG_OUTPUTS", default_value = "default")]
+    pub log_outputs: String,
+    /// Enable debug-level logging.
+    #[arg(long, env = "ETCD_DEBUG", default_value = "false", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub debug: bool,
+    /// cairn: the backend's page cache size in bytes.
+    #[arg(long, env = "ETCD_BACKEND_CACHE_SIZE", default_value_t = 256 << 20)]
+    pub backend_cache_size: usize,
+
+    /// Not implemented yet (refused unless etcd's default).
+    #[command(flatten)]
+    pub unbuilt: Unbuilt,
+}
+
+/// etcd flags cairn recognises but does not implement yet. Each holds the raw text given, if
+/// any; [`Unbuilt::refuse`] compares it with etcd's default.
+#[derive(clap::Args, Debug, Default)]
+pub struct Unbuilt {
+    #[arg(long, env = "ETCD_INITIAL_ELECTION_TICK_ADVANCE", hide = true)]
+    initial_election_tick_advance: Option<String>,
+    #[arg(long, env = "ETCD_BACKEND_BATCH_INTERVAL", hide = true)]
+    backend_batch_interval: Option<String>,
+    #[arg(long, env = "ETCD_BACKEND_BATCH_LIMIT", hide = true)]
+    backend_batch_limit: Option<String>,
+    #[arg(long, env = "ETCD_GRPC_KEEPALIVE_MIN_TIME", hide = true)]
+    grpc_keepalive_min_time: Option<String>,
+    #[arg(long, env = "ETCD_GRPC_KEEPALIVE_INTERVAL", hide = true)]
+    grpc_keepalive_interval: Option<String>,
+    #[arg(long, env = "ETCD_GRPC_KEEPALIVE_TIMEOUT", hide = true)]
+    grpc_keepalive_timeout: Option<String>,
+    #[arg(long, env = "ETCD_DISCOVERY", hide = true)]
+    discovery: Option<String>,
+    #[arg(long, env = "ETCD_DISCOVERY_FALLBACK", hide = true)]
+    discovery_fallback: Option<String>,
+    #[arg(long, env = "ETCD_DISCOVERY_PROXY", hide = true)]
+    discovery_proxy: Option<String>,
+    #[arg(long, env = "ETCD_DISCOVERY_SRV", hide = true)]
+    discovery_srv: Option<String>,
+    #[arg(long, env = "ETCD_DISCOVERY_SRV_NAME", hide = true)]
+    discovery_srv_name: Option<String>,
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", hide = true)]
+    auto_compaction_retention: Option<String>,
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", hide = true)]
+    auto_compaction_mode: Option<String>,
+    #[arg(long, env = "ETCD_ENABLE_V2", hide = true, num_args = 0..=1, default_missing_value = "true")]
+    enable_v2: Option<String>,
+    #[arg(long, env = "ETCD_CERT_FILE", hide = true)]
+    cert_file: Option<String>,
+    #[arg(long, env = "ETCD_KEY_FILE", hide = true)]
+    key_file: Option<String>,
+    #[arg(long, env = "ETCD_CLIENT_CERT_AUTH", hide = true, num_args = 0..=1, default_missing_value = "true")]
+    client_cert_auth: Option<String>,
+    #[arg(long, env = "ETCD_CLIENT_CRL_FILE", hide = true)]
+    client_crl_file: Option<String>,
+    #[arg(long, env = "ETCD_CLIENT_CERT_ALLOWED_HOSTNAME", hide = true)]
+    client_cert_allowed_hostname: Option<String>,
+    #[arg(long, env = "ETCD_TRUSTED_CA_FILE", hide = true)]
+    trusted_ca_file: Option<String>,
+    #[arg(long, env = "ETCD_AUTO_TLS", hide = true, num_args = 0..=1, default_missing_value = "true")]
+    auto_tls: Option<String>,
+    #[arg(long, env = "ETCD_PEER_CERT_FILE", hide = true)]
+    peer_cert_file: Option<String>,
+    #[arg(long, env = "ETCD_PEER_KEY_FILE", hide = true)]
+    peer_key_file: Option<String>,
+    #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH", hide = true, num_args = 0..=1, default_missing_value = "true")]
+    peer_client_cert_auth: Option<String>,
+    #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE", hide = true)]
+    peer_trusted_ca_file: Option<String>,
+    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_CN", hide = true)]
+    peer_cert_allowed_cn: Option<String>,
+    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_HOSTNAME", hide = true)]
+    peer_cert_allowed_hostname: Option<String>,
+    #[arg(long, env = "ETCD_PEER_AUTO_TLS", hide = true, num_args = 0..=1, default_missing_value = "true")]
+    peer_auto_tls: Option<String>,
+    #[arg(long, env = "ETCD_PEER_CRL_FILE", hide = true)]
+    peer_crl_file: Option<String>,
+    #[arg(long, env = "ETCD_CIPHER_SUITES", hide = true)]
+    cipher_suites: Option<String>,
+    #[arg(long, env = "ETCD_TLS_MIN_VERSION", hide = true)]
+    tls_min_version: Option<String>,
+    #[arg(long, env = "ETCD_TLS_MAX_VERSION", hide = true)]
+    tls_max_version: Option<String>,
+    #[arg(long, env = "ETCD_CORS", hide = true)]
+    cors: Option<String>,
+    #[arg(long, env = "ETCD_HOST_WHITELIST", hide = true)]
+    host_whitelist: Option<String>,
+    #[arg(long, env = "ETCD_AUTH_TOKEN", hide = true)]
+    auth_token: Option<String>,
+    #[arg(long, env = "ETCD_BCRYPT_COST", hide = true)]
+    bcrypt_cost: Option<String>,
+    #[arg(long, env = "ETCD_AUTH_TOKEN_TTL", hide = true)]
+    auth_token_ttl: Option<String>,
+    #[arg(long, env = "ETCD_ENABLE_PPROF", hide = true, num_args = 0..=1, default_missing_value = "true")]
+    enable_pprof: Option<String>,
+    #[arg(long, env = "ETCD_METRICS", hide = true)]
+    metrics: Option<String>,
+    #[arg(long, env = "ETCD_LISTEN_METRICS_URLS", hide = true)]
+    listen_metrics_urls: Option<String>,
+    #[arg(long, env = "ETCD_PROXY", hide = true)]
+    proxy: Option<String>,
+    #[arg(long, env = "ETCD_FORCE_NEW_CLUSTER", hide = true, num_args = 0..=1, default_missing_value = "true")]
+    force_new_cluster: Option<String>,
+    #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", hide = true, num_args = 0..=1, default_missing_value = "true")]
+    experimental_initial_corrupt_check: Option<String>,
+    #[arg(long, env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME", hide = true)]
+    experimental_corrupt_check_time: Option<String>,
+    #[arg(long, env = "ETCD_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT", hide = true, num_args = 0..=1, default_missing_value = "true")]
+    experimental_enable_lease_checkpoint: Option<String>,
+    #[arg(long, env = "ETCD_EXPERIMENTAL_COMPACTION_BATCH_LIMIT", hide = true)]
+    experimental_compaction_batch_limit: Option<String>,
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        hide = true
+    )]
+    experimental_watch_progress_notify_interval: Option<String>,
+    #[arg(long, env = "ETCD_EXPERIMENTAL_WARNING_APPLY_DURATION", hide = true)]
+    experimental_warning_apply_duration: Option<String>,
+}
+
+impl Unbuilt {
+    /// Fails naming the first flag set to something other than etcd's default.
+    pub fn refuse(&self) -> Result<()> {
+        let given: [(&str, &Option<String>, &[&str]); 48] = [
+            (
+                "initial-election-tick-advance",
+                &self.initial_election_tick_advance,
+                &["true"],
+            ),
+            (
+                "backend-batch-interval",
+                &self.backend_batch_interval,
+                &["0", "0s"],
+            ),
+            ("backend-batch-limit", &self.backend_batch_limit, &["0"]),
+            (
+                "grpc-keepalive-min-time",
+                &self.grpc_keepalive_min_time,
+                &["5s"],
+            ),
+            (
+                "grpc-keepalive-interval",
+                &self.grpc_keepalive_interval,
+                &["2h0m0s", "2h"],
+            ),
+            (
+                "grpc-keepalive-timeout",
+                &self.grpc_keepalive_timeout,
+                &["20s"],
+            ),
+            ("discovery", &self.discovery, &[""]),
+            ("discovery-fallback", &self.discovery_fallback, &["proxy"]),
+            ("discovery-proxy", &self.discovery_proxy, &[""]),
+            ("discovery-srv", &self.discovery_srv, &[""]),
+            ("discovery-srv-name", &self.discovery_srv_name, &[""]),
+            (
+                "auto-compaction-retention",
+                &self.auto_compaction_retention,
+                &["0"],
+            ),
+            (
+                "auto-compaction-mode",
+                &self.auto_compaction_mode,
+                &["periodic"],
+            ),
+            ("enable-v2", &self.enable_v2, &["false"]),
+            ("cert-file", &self.cert_file, &[""]),
+            ("key-file", &self.key_file, &[""]),
+            ("client-cert-auth", &self.client_cert_auth, &["false"]),
+            ("client-crl-file", &self.client_crl_file, &[""]),
+            (
+                "client-cert-allowed-hostname",
+                &self.client_cert_allowed_hostname,
+                &[""],
+            ),
+            ("trusted-ca-file", &self.trusted_ca_file, &[""]),
+            ("auto-tls", &self.auto_tls, &["false"]),
+            ("peer-cert-file", &self.peer_cert_file, &[""]),
+            ("peer-key-file", &self.peer_key_file, &[""]),
+            (
+                "peer-client-cert-auth",
+                &self.peer_client_cert_auth,
+                &["false"],
+            ),
+            ("peer-trusted-ca-file", &self.peer_trusted_ca_file, &[""]),
+            ("peer-cert-allowed-cn", &self.peer_cert_allowed_cn, &[""]),
+            (
+                "peer-cert-allowed-hostname",
+                &self.peer_cert_allowed_hostname,
+                &[""],
+            ),
+            ("peer-auto-tls", &self.peer_auto_tls, &["false"]),
+            ("peer-crl-file", &self.peer_crl_file, &[""]),
+            ("cipher-suites", &self.cipher_suites, &[""]),
+            ("tls-min-version", &self.tls_min_version, &["", "TLS1.2"]),
+            ("tls-max-version", &self.tls_max_version, &[""]),
+            ("cors", &self.cors, &[""]),
+            ("host-whitelist", &self.host_whitelist, &["", "*"]),
+            ("auth-token", &self.auth_token, &["simple"]),
+            ("bcrypt-cost", &self.bcrypt_cost, &["10"]),
+            ("auth-token-ttl", &self.auth_token_ttl, &["300"]),
+            ("enable-pprof", &self.enable_pprof, &["false"]),
+            ("metrics", &self.metrics, &["basic"]),
+            ("listen-metrics-urls", &self.listen_metrics_urls, &[""]),
+            ("proxy", &self.proxy, &["off"]),
+            ("force-new-cluster", &self.force_new_cluster, &["false"]),
+            (
+                "experimental-initial-corrupt-check",
+                &self.experimental_initial_corrupt_check,
+                &["false"],
+            ),
+            (
+                "experimental-corrupt-check-time",
+                &self.experimental_corrupt_check_time,
+                &["0s", "0"],
+            ),
+            (
+                "experimental-enable-lease-checkpoint",
+                &self.experimental_enable_lease_checkpoint,
+                &["false"],
+            ),
+            (
+                "experimental-compaction-batch-limit",
+                &self.experimental_compaction_batch_limit,
+                &["1000"],
+            ),
+            (
+                "experimental-watch-progress-notify-interval",
+                &self.experimental_watch_progress_notify_interval,
+                &["10m0s", "10m"],
+            ),
+            (
+                "experimental-warning-apply-duration",
+                &self.experimental_warning_apply_duration,
+                &["100ms"],
+            ),
+        ];
+        for (name, value, defaults) in given {
+            if let Some(v) = value {
+                if !defaults.contains(&v.as_str()) {
+                    bail!("flag --{name}={v} is not implemented by cairn yet; remove it or set it to etcd's default ({})", defaults[0]);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn split_urls(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Parses `name=url,name=url`.
+fn parse_initial_cluster(s: &str) -> Result<Vec<(String, String)>> {
+    split_urls(s)
+        .into_iter()
+        .map(|pair| {
+            let (name, url) = pair
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--initial-cluster: {pair:?} is not name=url"))?;
+            Ok((name.to_string(), url.to_string()))
+        })
+        .collect()
+}
+
+/// Reads a `--config-file` and turns it into the equivalent command line. Nested
+/// `client-transport-security` / `peer-transport-security` sections map to the flat TLS flags.
+pub fn config_file_args(path: &std::path::Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading --config-file {}", path.display()))?;
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text)
+        .with_context(|| format!("parsing --config-file {} as YAML", path.display()))?;
+    let mut args = vec!["cairn".to_string()];
+    let Some(map) = doc.as_mapping() else {
+        if doc.is_null() {
+            return Ok(args);
+        }
+        bail!(
+            "--config-file {}: expected a mapping of flag names",
+            path.display()
+        );
+    };
+    for (k, v) in map {
+        let key = k
+            .as_str()
+            .ok_or_else(|| anyhow!("--config-file: non-string key {k:?}"))?;
+        match (key, v) {
+            (
+                "client-transport-security" | "peer-transport-security",
+                serde_yaml::Value::Mapping(sub),
+            ) => {
+                let prefix = if key.starts_with("peer") { "peer-" } else { "" };
+                for (sk, sv) in sub {
+                    let sk = sk
+                        .as_str()
+                        .ok_or_else(|| anyhow!("--config-file: bad key in {key}"))?;
+                    if let Some(text) = scalar_text(sv)? {
+                        args.push(format!("--{prefix}{sk}={text}"));
+                    }
+                }
+            }
+            _ => {
+                if let Some(text) = scalar_text(v)? {
+                    args.push(format!("--{key}={text}"));
+                }
+            }
+        }
+    }
+    Ok(args)
+}
+
+/// A YAML scalar as flag text; null (an unset key) gives `None`.
+fn scalar_text(v: &serde_yaml::Value) -> Result<Option<String>> {
+    Ok(match v {
+        serde_yaml::Value::Null => None,
+        serde_yaml::Value::Bool(b) => Some(b.to_string()),
+        serde_yaml::Value::Number(n) => Some(n.to_string()),
+        serde_yaml::Value::String(s) => Some(s.clone()),
+        other => bail!("--config-file: unsupported value {other:?}"),
+    })
+}
+
+impl Flags {
+    /// Resolves the flags into a server configuration, refusing what cairn cannot honour.
+    pub fn into_config(self) -> Result<ServerConfig> {
+        self.unbuilt.refuse()?;
+        if self.logger != "zap" {
+            bail!(
+                "--logger={} is not supported; cairn logs structured JSON ('zap')",
+                self.logger
+            );
+        }
+        if self.quota_backend_bytes != 0 {
+            bail!("flag --quota-backend-bytes={} is not implemented by cairn yet; remove it or set it to etcd's default (0)", self.quota_backend_bytes);
+        }
+        if self.heartbeat_interval == 0 || self.election_timeout < 5 * self.heartbeat_interval {
+            bail!(
+                "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
+                self.election_timeout,
+                self.heartbeat_interval
+            );
+        }
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name)));
+        let mut cfg = ServerConfig::with_defaults(&self.name, data_dir);
+        let initial_cluster = match &self.initial_cluster {
+            Some(s) => parse_initial_cluster(s)?,
+            None => split_urls(&self.initial_advertise_peer_urls)
+                .into_iter()
+                .map(|u| (self.name.clone(), u))
+                .collect(),
+        };
+        cfg.wal_dir = self.wal_dir;
+        cfg.listen_client_urls = split_urls(&self.listen_client_urls);
+        cfg.advertise_client_urls = split_urls(&self.advertise_client_urls);
+        cfg.listen_peer_urls = split_urls(&self.listen_peer_urls);
+        cfg.initial_advertise_peer_urls = split_urls(&self.initial_advertise_peer_urls);
+        cfg.initial_cluster = initial_cluster;
+        cfg.initial_cluster_state = match self.initial_cluster_state.as_str() {
+            "new" => ClusterState::New,
+            "existing" => ClusterState::Existing,
+            other => {
+                bail!("--initial-cluster-state: invalid value {other:?} (expected new or existing)")
+            }
+        };
+        cfg.initial_cluster_token = self.initial_cluster_token;
+        cfg.snapshot_count = self.snapshot_count;
+        cfg.snapshot_catchup_entries = self.snapshot_catchup_entries;
+        cfg.heartbeat_interval = Duration::from_millis(self.heartbeat_interval);
+        cfg.election_timeout = Duration::from_millis(self.election_timeout);
+        cfg.max_request_bytes = self.max_request_bytes;
+        cfg.max_txn_ops = self.max_txn_ops;
+        cfg.max_wals = self.max_wals;
+        cfg.max_snapshots = self.max_snapshots;
+        cfg.pre_vote = self.pre_vote;
+        cfg.strict_reconfig_check = self.strict_reconfig_check;
+        cfg.backend_cache_bytes = self.backend_cache_size;
+        cfg.max_concurrent_streams = self.max_concurrent_streams;
+        if cfg.listen_client_urls.is_empty() {
+            bail!("--listen-client-urls must name at least one URL");
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_etcd() {
+        let f = Flags::try_parse_from(["cairn"]).unwrap();
+        let cfg = f.into_config().unwrap();
+        assert_eq!(cfg.name, "default");
+        assert_eq!(cfg.data_dir, PathBuf::from("default.etcd"));
+        assert_eq!(cfg.listen_client_urls, vec!["http://localhost:2379"]);
+        assert_eq!(
+            cfg.initial_cluster,
+            vec![("default".to_string(), "http://localhost:2380".to_string())]
+        );
+        assert_eq!(cfg.max_request_bytes, 1_572_864);
+        assert_eq!(cfg.max_txn_ops, 128);
+        assert_eq!(cfg.election_ticks(), 10);
+    }
+
+    #[test]
+    fn unimplemented_flag_is_refused_unless_default() {
+        let f = Flags::try_parse_from(["cairn", "--auto-compaction-retention=1h"]).unwrap();
+        let err = f.into_config().unwrap_err().to_string();
+        assert!(
+            err.contains("--auto-compaction-retention=1h is not implemented"),
+            "{err}"
+        );
+        let f = Flags::try_parse_from(["cairn", "--auto-compaction-retention=0"]).unwrap();
+        assert!(f.into_config().is_ok());
+    }
+
+    #[test]
+    fn go_style_booleans() {
+        let f = Flags::try_parse_from(["cairn", "--pre-vote=false"]).unwrap();
+        assert!(!f.pre_vote);
+        let f = Flags::try_parse_from(["cairn", "--pre-vote"]).unwrap();
+        assert!(f.pre_vote);
+    }
+
+    #[test]
+    fn config_file_becomes_flags() {
+        let dir = std::env::temp_dir().join(format!("cairn-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.yaml");
+        std::fs::write(
+            &path,
+            "name: m1\ndata-dir: /tmp/x\nheartbeat-interval: 50\nelection-timeout: 500\nenable-v2: false\nclient-transport-security:\n  cert-file:\n",
+        )
+        .unwrap();
+        let args = config_file_args(&path).unwrap();
+        let f = Flags::try_parse_from(args).unwrap();
+        let cfg = f.into_config().unwrap();
+        assert_eq!(cfg.name, "m1");
+        assert_eq!(cfg.heartbeat_interval, Duration::from_millis(50));
+        assert_eq!(cfg.data_dir, PathBuf::from("/tmp/x"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

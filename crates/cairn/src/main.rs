@@ -1,0 +1,107 @@
+//! The cairn server binary: etcd's flags, `ETCD_*` environment variables and `--config-file`,
+//! JSON logs, and a clean shutdown on SIGTERM/SIGINT.
+
+mod flags;
+mod logging;
+
+use clap::Parser;
+use flags::Flags;
+use std::process::ExitCode;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let mut flags = Flags::parse();
+    if flags.version {
+        println!(
+            "etcd Version: {}\ncairn Version: {}\nGit SHA: not provided\n",
+            cairn_server::config::ETCD_COMPAT_VERSION,
+            cairn_server::config::CAIRN_VERSION
+        );
+        return ExitCode::SUCCESS;
+    }
+    if let Some(path) = flags.config_file.clone() {
+        // As in etcd, a config file replaces every other flag and variable.
+        let args = match flags::config_file_args(&path) {
+            Ok(a) => a,
+            Err(e) => return fail_early(&format!("{e:#}")),
+        };
+        for (k, _) in std::env::vars() {
+            if k.starts_with("ETCD_") {
+                std::env::remove_var(k);
+            }
+        }
+        flags = match Flags::try_parse_from(args) {
+            Ok(f) => f,
+            Err(e) => return fail_early(&format!("--config-file {}: {e}", path.display())),
+        };
+    }
+    let level = if flags.debug {
+        "debug".to_string()
+    } else {
+        flags.log_level.clone()
+    };
+    if let Err(e) = logging::init(&level, &flags.log_outputs) {
+        return fail_early(&format!("{e:#}"));
+    }
+    let cfg = match flags.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail_early(&format!("starting the async runtime: {e}")),
+    };
+    runtime.block_on(run(cfg))
+}
+
+/// Before logging is set up, errors go to stderr as a JSON line of the same shape.
+fn fail_early(msg: &str) -> ExitCode {
+    eprintln!("{}", serde_json::json!({"level": "fatal", "msg": msg}));
+    ExitCode::FAILURE
+}
+
+async fn run(cfg: cairn_server::ServerConfig) -> ExitCode {
+    tracing::info!(
+        etcd_version = cairn_server::config::ETCD_COMPAT_VERSION,
+        cairn_version = cairn_server::config::CAIRN_VERSION,
+        "starting cairn"
+    );
+    let mut server = match cairn_server::start(cfg).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let sigterm = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "received signal; shutting down"),
+        _ = sigterm => tracing::info!(signal = "SIGTERM", "received signal; shutting down"),
+        e = server.wait_fatal() => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    match server.shutdown().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("shutdown: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
