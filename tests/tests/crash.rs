@@ -39,6 +39,13 @@ fn seed() -> u64 {
     seed
 }
 
+/// A clean exit after SIGTERM: status 0, or death by the SIGTERM itself re-raised after cleanup
+/// (what etcd does).
+fn clean_exit(st: std::process::ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    st.success() || st.signal() == Some(libc::SIGTERM)
+}
+
 async fn connect(server: &Server) -> Result<Client> {
     tokio::time::timeout(REQUEST_TIMEOUT, server.client())
         .await
@@ -554,6 +561,13 @@ async fn torn_tail(seed: u64) -> Result<()> {
             "cycle {cycle}: restart after {what} did not log a torn-tail repair:\n{log}"
         );
         let mut c = connect(&server).await?;
+        let last = &history.last().expect("pushed").0;
+        let survived = !c
+            .get(last.last().expect("≥ 10 acked").as_str(), None)
+            .await?
+            .kvs()
+            .is_empty();
+        println!("  restart repaired the tail; the last acknowledged write survived: {survived}");
         check_torn_history(&mut c, &history)
             .await
             .with_context(|| format!("cycle {cycle} after {what} (seed {seed})"))?;
@@ -564,7 +578,7 @@ async fn torn_tail(seed: u64) -> Result<()> {
         c.put(format!("torn/after/{i}"), "x", None).await?;
     }
     let st = server.terminate()?;
-    ensure!(st.success(), "SIGTERM exit status {st}");
+    ensure!(clean_exit(st), "SIGTERM exit status {st}");
     let log_before = server.log().len();
     server
         .restart()
@@ -646,7 +660,7 @@ async fn corruption_mid_log(seed: u64) -> Result<()> {
     }
     drop(c);
     let st = server.terminate()?;
-    ensure!(st.success(), "SIGTERM exit status {st}");
+    ensure!(clean_exit(st), "SIGTERM exit status {st}");
 
     let path = wal_segments(&server)?[0].clone();
     let mut bytes = std::fs::read(&path)?;
@@ -671,6 +685,10 @@ async fn corruption_mid_log(seed: u64) -> Result<()> {
     );
 
     let (status, out) = server.start_expecting_exit()?;
+    println!(
+        "cairn refused to start ({status}); last lines:\n{}",
+        out.lines().rev().take(3).collect::<Vec<_>>().join("\n")
+    );
     ensure!(
         !status.success(),
         "cairn started on a WAL corrupt at offset {}: exit {status}\n{out}",
@@ -699,7 +717,7 @@ async fn corruption_mid_log(seed: u64) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wal_corruption_mid_log_refuses_to_start() {
     let _serial = SERIAL.lock().await;
     let seed = seed();
@@ -749,6 +767,24 @@ async fn keyspace(c: &mut Client, past: i64) -> Result<String> {
     Ok(s)
 }
 
+/// SIGTERM, expecting a clean exit; then restart. The restart must not report a torn tail.
+fn sigterm_and_restart(server: &mut Server, what: &str) -> Result<()> {
+    let st = server.terminate()?;
+    ensure!(
+        clean_exit(st),
+        "{what}: SIGTERM exit status {st}:\n{}",
+        server.log()
+    );
+    let log_before = server.log().len();
+    server.restart()?;
+    let log = server.log()[log_before..].to_string();
+    ensure!(
+        !log.to_lowercase().contains("torn"),
+        "{what}: a restart after a clean shutdown reported a torn tail:\n{log}"
+    );
+    Ok(())
+}
+
 async fn clean_restart() -> Result<()> {
     let mut server = Server::start(Kind::Cairn, &[])?;
     let mut c = connect(&server).await?;
@@ -776,32 +812,13 @@ async fn clean_restart() -> Result<()> {
         Some(etcd_client::DeleteOptions::new().with_prefix()),
     )
     .await?;
-    let lease = c.lease_grant(3600, None).await?.id();
-    c.put(
-        "clean/leased",
-        "l",
-        Some(etcd_client::PutOptions::new().with_lease(lease)),
-    )
-    .await?;
     c.compact(30, None).await?;
     c.put("clean/last", "x", None).await?;
-    let before = keyspace(&mut c, 40).await?;
+    let mut before = keyspace(&mut c, 40).await?;
     drop(c);
 
     for round in 0..2 {
-        let st = server.terminate()?;
-        ensure!(
-            st.success(),
-            "round {round}: SIGTERM exit status {st}:\n{}",
-            server.log()
-        );
-        let log_before = server.log().len();
-        server.restart()?;
-        let log = server.log()[log_before..].to_string();
-        ensure!(
-            !log.to_lowercase().contains("torn"),
-            "a clean restart reported a torn tail:\n{log}"
-        );
+        sigterm_and_restart(&mut server, &format!("round {round}"))?;
         let mut c = connect(&server).await?;
         let after = keyspace(&mut c, 40).await?;
         ensure!(after == before, "round {round}: the keyspace changed across a clean restart:\nbefore:\n{before}\nafter:\n{after}");
@@ -816,22 +833,129 @@ async fn clean_restart() -> Result<()> {
                 bail!("round {round}: a read below the compact revision after restart: {other:?}")
             }
         }
-        // The lease survived with its key.
-        let ttl = c.lease_time_to_live(lease, None).await?;
+        // And the store goes on from where it was.
+        let before_rev = before
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("rev "))
+            .and_then(|r| r.parse::<i64>().ok())
+            .context("parsing the revision")?;
+        let r = c.put("clean/after", format!("{round}"), None).await?;
+        let rev = r.header().map_or(0, |h| h.revision());
         ensure!(
-            ttl.ttl() > 0,
-            "round {round}: lease lost across a clean restart (ttl {})",
-            ttl.ttl()
+            rev == before_rev + 1,
+            "round {round}: first write after restart got revision {rev}, expected {}",
+            before_rev + 1
         );
+        before = keyspace(&mut c, 40).await?;
     }
     Ok(())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_sigterm_restart_keeps_everything() {
     let _serial = SERIAL.lock().await;
     tokio::time::timeout(Duration::from_secs(90), clean_restart())
         .await
         .expect("test timed out")
         .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+/// A lease and its key survive a clean restart: the lease still exists with a remaining TTL,
+/// the key is still attached, and revoking it afterwards deletes the key.
+async fn lease_restart(kind: Kind) -> Result<()> {
+    let mut server = Server::start(kind, &[])?;
+    let mut c = connect(&server).await?;
+    let lease = c.lease_grant(3600, None).await?.id();
+    c.put(
+        "lease/k",
+        "v",
+        Some(etcd_client::PutOptions::new().with_lease(lease)),
+    )
+    .await?;
+    drop(c);
+    sigterm_and_restart(&mut server, "lease restart")?;
+    let mut c = connect(&server).await?;
+    let ttl = c
+        .lease_time_to_live(
+            lease,
+            Some(etcd_client::LeaseTimeToLiveOptions::new().with_keys()),
+        )
+        .await?;
+    ensure!(
+        ttl.ttl() > 0 && ttl.keys() == [b"lease/k".to_vec()],
+        "lease after a clean restart: ttl {}, keys {:?}",
+        ttl.ttl(),
+        ttl.keys()
+    );
+    let kv = c.get("lease/k", None).await?;
+    ensure!(
+        kv.kvs().first().map(|kv| kv.lease()) == Some(lease),
+        "key lost its lease: {:?}",
+        kv.kvs()
+    );
+    c.lease_revoke(lease).await?;
+    ensure!(
+        c.get("lease/k", None).await?.kvs().is_empty(),
+        "revoking the lease after the restart did not delete its key"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_sigterm_restart_keeps_leases() {
+    let _serial = SERIAL.lock().await;
+    tokio::time::timeout(Duration::from_secs(60), lease_restart(Kind::Cairn))
+        .await
+        .expect("test timed out")
+        .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_sigterm_restart_keeps_leases_etcd_sanity() {
+    let _serial = SERIAL.lock().await;
+    tokio::time::timeout(Duration::from_secs(60), lease_restart(Kind::Etcd))
+        .await
+        .expect("test timed out")
+        .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+/// SIGTERM must end the server promptly even while a client holds an HTTP/2 connection open
+/// and does not answer (a hung or paused client): etcd drains with a bound.
+fn sigterm_with_silent_client(kind: Kind) -> Result<()> {
+    use std::io::{Read, Write};
+    let mut server = Server::start(kind, &[])?;
+    let out = server.etcdctl(&["put", "a", "b"]);
+    ensure!(out.status.success(), "etcdctl put failed: {out:?}");
+    // HTTP/2 preface and an empty SETTINGS frame, then silence; never reads.
+    let mut sock = std::net::TcpStream::connect(&server.client_addr)?;
+    sock.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")?;
+    // Wait for the server's SETTINGS frame, so the connection is surely established on its
+    // side; after that the client neither reads nor acknowledges anything.
+    sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut frame_header = [0u8; 9];
+    sock.read_exact(&mut frame_header)
+        .context("no HTTP/2 SETTINGS frame from the server")?;
+    ensure!(
+        frame_header[3] == 4,
+        "first server frame is not SETTINGS: {frame_header:?}"
+    );
+    let t0 = std::time::Instant::now();
+    let st = server
+        .terminate()
+        .context("SIGTERM with an unresponsive client connected")?;
+    drop(sock);
+    ensure!(clean_exit(st), "exit status {st}");
+    println!("{kind:?} exited {:?} after SIGTERM", t0.elapsed());
+    Ok(())
+}
+
+#[test]
+fn sigterm_exits_with_an_unresponsive_client_connected() {
+    sigterm_with_silent_client(Kind::Cairn).unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+#[test]
+fn sigterm_exits_with_an_unresponsive_client_connected_etcd_sanity() {
+    sigterm_with_silent_client(Kind::Etcd).unwrap_or_else(|e| panic!("{e:#}"));
 }

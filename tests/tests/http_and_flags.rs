@@ -256,6 +256,32 @@ fn environment_variables_are_honoured() {
         )
         .unwrap();
         assert_limits_2_ops_1000_bytes(&server);
+        let members = ok_stdout(&server.etcdctl(&["member", "list"]));
+        assert!(
+            members.contains(", started, e2e, "),
+            "{kind:?}: the name given: {members}"
+        );
+    }
+}
+
+/// etcd refuses to start when a variable and a flag set the same thing (here `ETCD_NAME`
+/// and the harness's `--name=e2e`) rather than silently picking one.
+#[test]
+fn variable_conflicting_with_a_flag_is_refused() {
+    for kind in kinds_under_test() {
+        match Server::start_with_env(kind, &[], &[("ETCD_NAME", "from-env")]) {
+            Ok(server) => panic!(
+                "{kind:?} started although ETCD_NAME conflicts with --name:\n{}",
+                server.log()
+            ),
+            Err(e) => {
+                let e = format!("{e:#}");
+                assert!(
+                    e.contains("exited during start") && e.contains("ETCD_NAME"),
+                    "{kind:?} must exit naming ETCD_NAME: {e}"
+                );
+            }
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering;
 
-use redb::{Durability, WriteTransaction};
+use redb::{Durability, ReadableTable, WriteTransaction};
 
 use cairn_api::etcdserverpb::{
     DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
@@ -13,9 +13,10 @@ use cairn_api::mvccpb::Event;
 use crate::change::{Revision, Tables};
 use crate::error::{Context, MvccError};
 use crate::layout::{
-    META, META_APPLIED_INDEX, META_APPLIED_TERM, META_COMPACT_REV, META_CURRENT_REV,
+    COUNTS, META, META_APPLIED_INDEX, META_APPLIED_TERM, META_COMPACT_REV, META_CURRENT_REV,
 };
 use crate::range::View;
+use crate::read::CountDeltas;
 use crate::store::Store;
 use crate::txn;
 use crate::LeaseCheck;
@@ -45,6 +46,8 @@ pub struct WriteBatch<'s> {
     start_compact: i64,
     applied: Option<(u64, u64)>,
     events: Vec<RevisionEvents>,
+    /// Live-key count changes, written at commit.
+    count_deltas: CountDeltas,
     /// Set when undoing a failed request itself failed: the batch must not be committed.
     poisoned: bool,
 }
@@ -65,6 +68,7 @@ impl<'s> WriteBatch<'s> {
             start_compact: compact_revision,
             applied: None,
             events: Vec::new(),
+            count_deltas: CountDeltas::new(),
             poisoned: false,
         }
     }
@@ -88,10 +92,19 @@ impl<'s> WriteBatch<'s> {
         if self.poisoned {
             return Err(poisoned());
         }
-        let mut rev = Revision::begin(&self.wtx, self.revision, self.compact_revision)?;
+        let mut rev = Revision::begin(
+            &self.wtx,
+            &self.count_deltas,
+            self.revision,
+            self.compact_revision,
+        )?;
         match f(&mut rev) {
             Ok(out) => {
-                if let Some(events) = rev.finish() {
+                let (events, deltas) = rev.finish();
+                for (prefix, delta) in deltas {
+                    *self.count_deltas.entry(prefix).or_insert(0) += delta;
+                }
+                if let Some(events) = events {
                     self.revision += 1;
                     self.events.push(RevisionEvents {
                         revision: self.revision,
@@ -149,6 +162,7 @@ impl<'s> WriteBatch<'s> {
         View {
             versions: &tables.versions,
             counts: &tables.counts,
+            pending: [Some(&self.count_deltas), None],
             current: self.revision,
             compact: self.compact_revision,
         }
@@ -182,6 +196,31 @@ impl<'s> WriteBatch<'s> {
     pub fn commit(mut self, durable: bool) -> Result<Vec<RevisionEvents>, MvccError> {
         if self.poisoned {
             return Err(poisoned());
+        }
+        {
+            let mut counts = self.wtx.open_table(COUNTS).ctx("opening counts")?;
+            for (prefix, delta) in std::mem::take(&mut self.count_deltas) {
+                if delta == 0 {
+                    continue;
+                }
+                let stored = counts
+                    .get(prefix.as_slice())
+                    .ctx("reading a count")?
+                    .map_or(0, |g| g.value());
+                let Some(next) = stored.checked_add_signed(delta) else {
+                    return Err(MvccError::Corrupt {
+                        table: "counts",
+                        detail: format!("count {stored} of {prefix:?} would go {delta}"),
+                    });
+                };
+                if next == 0 {
+                    counts.remove(prefix.as_slice()).ctx("writing a count")?;
+                } else {
+                    counts
+                        .insert(prefix.as_slice(), next)
+                        .ctx("writing a count")?;
+                }
+            }
         }
         {
             let mut meta = self.wtx.open_table(META).ctx("opening meta")?;

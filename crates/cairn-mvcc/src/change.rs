@@ -1,7 +1,7 @@
 //! One revision being written: the changes of one put, delete or txn, with an undo log so a
 //! request that fails part-way leaves the batch exactly as it was.
 
-use redb::{ReadableTable, Table, WriteTransaction};
+use redb::{Table, WriteTransaction};
 
 use cairn_api::etcdserverpb::{
     DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
@@ -14,7 +14,7 @@ use crate::layout::{
     VersionRecord, COUNTS, HISTORY, KIND_DELETE, KIND_PUT, VERSIONS,
 };
 use crate::range::{header, View};
-use crate::read::{collect, get, Span};
+use crate::read::{collect, get, CountDeltas, Span};
 
 /// The write-side handles of the tables a revision touches.
 pub(crate) struct Tables<'t> {
@@ -46,13 +46,15 @@ enum Undo {
     History { main: u64, sub: u32 },
     /// Restore a `history` row's value.
     HistoryValue { main: u64, sub: u32, prev: Vec<u8> },
-    /// Restore a `counts` row.
-    Count { prefix: Vec<u8>, prev: u64 },
 }
 
 /// The revision after `base`, being written.
 pub(crate) struct Revision<'t> {
     tables: Tables<'t>,
+    /// The batch's count changes so far (for reads).
+    pending: &'t CountDeltas,
+    /// This revision's count changes.
+    deltas: CountDeltas,
     base: i64,
     compact: i64,
     sub: u32,
@@ -64,11 +66,14 @@ impl<'t> Revision<'t> {
     /// Starts the revision after `base` (the current revision) in `wtx`.
     pub fn begin(
         wtx: &'t WriteTransaction,
+        pending: &'t CountDeltas,
         base: i64,
         compact: i64,
     ) -> Result<Revision<'t>, MvccError> {
         Ok(Revision {
             tables: Tables::open(wtx)?,
+            pending,
+            deltas: CountDeltas::new(),
             base,
             compact,
             sub: 0,
@@ -127,6 +132,7 @@ impl<'t> Revision<'t> {
         View {
             versions: &self.tables.versions,
             counts: &self.tables.counts,
+            pending: [Some(self.pending), Some(&self.deltas)],
             current: self.view_rev(),
             compact: self.compact,
         }
@@ -198,7 +204,7 @@ impl<'t> Revision<'t> {
         self.write_version(key, &record)?;
         self.write_history(KIND_PUT, key)?;
         if prev.is_none() {
-            self.bump_counts(key, 1)?;
+            self.bump_counts(key, 1);
         }
         let Some(LiveVersion { value, .. }) = record.live else {
             unreachable!("a put writes a live version")
@@ -234,7 +240,7 @@ impl<'t> Revision<'t> {
             },
         )?;
         self.write_history(KIND_DELETE, &prev.key)?;
-        self.bump_counts(&prev.key, -1)?;
+        self.bump_counts(&prev.key, -1);
         let kv = KeyValue {
             key: prev.key.clone(),
             mod_revision: rev,
@@ -308,29 +314,15 @@ impl<'t> Revision<'t> {
         Ok(())
     }
 
-    fn bump_counts(&mut self, key: &[u8], delta: i64) -> Result<(), MvccError> {
+    fn bump_counts(&mut self, key: &[u8], delta: i64) {
         for prefix in count_prefixes(key) {
-            let prev = self
-                .tables
-                .counts
-                .get(prefix)
-                .ctx("reading a count")?
-                .map_or(0, |g| g.value());
-            let next = prev.saturating_add_signed(delta);
-            if next == 0 {
-                self.tables.counts.remove(prefix).ctx("writing a count")?;
-            } else {
-                self.tables
-                    .counts
-                    .insert(prefix, next)
-                    .ctx("writing a count")?;
+            match self.deltas.get_mut(prefix) {
+                Some(d) => *d += delta,
+                None => {
+                    self.deltas.insert(prefix.to_vec(), delta);
+                }
             }
-            self.undo.push(Undo::Count {
-                prefix: prefix.to_vec(),
-                prev,
-            });
         }
-        Ok(())
     }
 
     /// Takes back every change of this revision, newest first.
@@ -363,26 +355,13 @@ impl<'t> Revision<'t> {
                         .insert((main, sub), prev.as_slice())
                         .ctx("undoing history")?;
                 }
-                Undo::Count { prefix, prev } => {
-                    if prev == 0 {
-                        self.tables
-                            .counts
-                            .remove(prefix.as_slice())
-                            .ctx("undoing a count")?;
-                    } else {
-                        self.tables
-                            .counts
-                            .insert(prefix.as_slice(), prev)
-                            .ctx("undoing a count")?;
-                    }
-                }
             }
         }
         Ok(())
     }
 
-    /// Ends the revision: its events, or `None` when it changed nothing.
-    pub fn finish(self) -> Option<Vec<Event>> {
-        (self.sub > 0).then_some(self.events)
+    /// Ends the revision: its events (`None` when it changed nothing) and count changes.
+    pub fn finish(self) -> (Option<Vec<Event>>, CountDeltas) {
+        ((self.sub > 0).then_some(self.events), self.deltas)
     }
 }

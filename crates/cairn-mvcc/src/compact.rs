@@ -20,6 +20,7 @@ use crate::store::{read_marks, Store};
 impl Store {
     /// Runs one bounded step of pending physical compaction (at most `max_keys` history
     /// entries) in its own non-durable write transaction. Returns `true` when no work is left.
+    /// Waits while a [`crate::WriteBatch`] is open: never call it from the thread holding one.
     pub fn compact_step(&self, max_keys: usize) -> Result<bool, MvccError> {
         let mut wtx = self.db().begin_write().ctx("beginning a compaction step")?;
         let done = step(&wtx, max_keys.max(1))?;

@@ -8,12 +8,14 @@ use cairn_api::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
 use cairn_api::mvccpb::KeyValue;
 
 use crate::error::MvccError;
-use crate::read::{fast_count, scan, to_kv, CountsTable, Span, VersionsTable};
+use crate::read::{fast_count, scan, to_kv, CountDeltas, CountsTable, Span, VersionsTable};
 
 /// A consistent view to read from: the tables plus the revisions they are at.
 pub(crate) struct View<'t, V, C> {
     pub versions: &'t V,
     pub counts: &'t C,
+    /// Count changes of the open batch not yet in `counts`.
+    pub pending: [Option<&'t CountDeltas>; 2],
     /// The current revision of this view.
     pub current: i64,
     /// The compact revision of this view (-1 if never compacted).
@@ -61,7 +63,7 @@ impl<V: VersionsTable, C: CountsTable> View<'_, V, C> {
         };
 
         let fast = if rev == self.current && (req.count_only || fetch_limit != usize::MAX) {
-            fast_count(self.counts, span)?
+            fast_count(self.counts, &self.pending, span)?
         } else {
             None
         };

@@ -127,12 +127,15 @@ mod tests {
         let t = txn(vec![], vec![op_del("b", "\0"), op_put("b", "2")], vec![]);
         all.extend(try_txn(&s, &t).unwrap().1);
         assert_eq!(all.len(), 5);
-        let deleted = &all[3].events[1];
-        assert_eq!(
-            deleted.prev_kv.as_ref().unwrap().value,
-            b"2",
-            "the version before the revision"
-        );
+        // As etcd's watch reports them (checked against etcd 3.4): a delete's prev_kv is the
+        // version before the revision, not the put of the same txn; none for a key the txn
+        // created.
+        let rev5 = &all[3].events;
+        assert_eq!(rev5.len(), 5);
+        assert_eq!(rev5[2].kv.as_ref().unwrap().key, b"a");
+        assert_eq!(rev5[2].prev_kv.as_ref().unwrap().value, b"2");
+        assert_eq!(rev5[4].kv.as_ref().unwrap().key, b"c");
+        assert_eq!(rev5[4].prev_kv, None);
         assert_eq!(s.history(1, 100).unwrap(), all);
         assert_eq!(s.history(3, 2).unwrap(), all[1..3].to_vec());
         assert!(s.history(7, 10).unwrap().is_empty());

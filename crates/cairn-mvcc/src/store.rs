@@ -158,6 +158,7 @@ impl Store {
         f(&View {
             versions: &versions,
             counts: &counts,
+            pending: [None, None],
             current: marks.current,
             compact: marks.compact,
         })
@@ -244,7 +245,8 @@ impl Store {
         Ok(bytes)
     }
 
-    /// Makes everything committed so far durable now (also used on shutdown).
+    /// Makes everything committed so far durable now (also used on shutdown). Waits while a
+    /// [`WriteBatch`] is open.
     pub fn sync(&self) -> Result<(), MvccError> {
         let mut wtx = self.db.begin_write().ctx("beginning a sync")?;
         set_durability(&mut wtx, true)?;
@@ -299,6 +301,12 @@ mod tests {
         let copy = dir.path().join(name);
         std::fs::copy(&s.path, &copy).unwrap();
         Store::open(&copy, StoreOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn store_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Store>();
     }
 
     #[test]

@@ -291,6 +291,16 @@ mod tests {
         }
     }
 
+    fn count_all() -> RequestOp {
+        let mut r = range_req("\0", "\0");
+        r.count_only = true;
+        RequestOp {
+            request: Some(cairn_api::etcdserverpb::request_op::Request::RequestRange(
+                r,
+            )),
+        }
+    }
+
     fn succeeded(s: &crate::Store, c: Compare) -> bool {
         try_txn(s, &txn(vec![c], vec![], vec![]))
             .unwrap()
@@ -386,6 +396,7 @@ mod tests {
                 op_put("c", "1"),
                 op_get("b", "d"),
                 op_del("a", ""),
+                count_all(),
             ],
             vec![op_put("f", "1")],
         );
@@ -403,7 +414,12 @@ mod tests {
             })
             .collect();
         // Ranges before any write see the old revision; after, the new one.
-        assert_eq!(headers, vec![2, 3, 3, 3, 3]);
+        assert_eq!(headers, vec![2, 3, 3, 3, 3, 3]);
+        // The counts table answers with this txn's own changes.
+        let Some(Response::ResponseRange(r)) = &resp.responses[5].response else {
+            panic!()
+        };
+        assert_eq!(r.count, 2);
         let Some(Response::ResponseRange(r)) = &resp.responses[3].response else {
             panic!()
         };
@@ -413,6 +429,10 @@ mod tests {
         assert_eq!(events[0].events.len(), 3);
         assert_eq!(s.current_revision(), 3);
         assert_eq!(get(&s, "a"), None);
+        let Some(Response::ResponseRange(r)) = &resp.responses[0].response else {
+            panic!()
+        };
+        assert_eq!(r.count, 1);
         // Failure branch.
         let (resp, _) = try_txn(&s, &t).unwrap();
         assert!(!resp.succeeded);

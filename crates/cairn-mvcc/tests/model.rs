@@ -479,14 +479,21 @@ fn model_txn(
 // ---------------------------------------------------------------------------------------------
 
 const KEYS: &[&str] = &["a", "a/", "a/b", "a/c", "b", "b/a", "c"];
-const ENDS: &[&str] = &["", "", "\0", "a0", "b", "b0", "c", "d", "a/c", "a"];
+const ENDS: &[&str] = &[
+    "", "", "\0", "\0", "a0", "a0", "b", "b0", "c", "d", "a/c", "a",
+];
 const VALUES: &[&str] = &["", "x", "y"];
+/// Range starts: the keys, plus the starts of the spans the counts table answers.
+const RANGE_KEYS: &[&str] = &["a", "a/", "a/", "a/b", "b", "b/", "b/a", "c", "\0", "\0"];
 
 fn key() -> impl Strategy<Value = Vec<u8>> {
     prop::sample::select(KEYS).prop_map(|k| k.as_bytes().to_vec())
 }
 fn end() -> impl Strategy<Value = Vec<u8>> {
     prop::sample::select(ENDS).prop_map(|k| k.as_bytes().to_vec())
+}
+fn range_key() -> impl Strategy<Value = Vec<u8>> {
+    prop::sample::select(RANGE_KEYS).prop_map(|k| k.as_bytes().to_vec())
 }
 fn value() -> impl Strategy<Value = Vec<u8>> {
     prop::sample::select(VALUES).prop_map(|k| k.as_bytes().to_vec())
@@ -534,7 +541,7 @@ fn small_filter() -> impl Strategy<Value = i64> {
 fn range_spec() -> impl Strategy<Value = RangeSpec> {
     (
         (
-            key(),
+            range_key(),
             end(),
             prop_oneof![2 => Just(0i64), 2 => 1i64..4, 1 => Just(-1i64)],
             rev(),
@@ -705,7 +712,24 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         8 => put_req().prop_map(Op::Put),
         3 => del_req().prop_map(Op::Delete),
-        6 => (txn_req(2), prop::collection::vec(rev(), 1..4)).prop_map(|(t, r)| Op::Txn(t, r)),
+        6 => (txn_req(2), prop::collection::vec(rev(), 1..4), prop::option::of(0usize..3)).prop_map(|(mut t, r, count)| {
+            // Often end both branches with a count the counts table answers, to see the
+            // txn's own changes counted.
+            if let Some(i) = count {
+                let (key, end) = [("\0", "\0"), ("a/", "a0"), ("b/", "b0")][i];
+                let op = RequestOp {
+                    request: Some(Request::RequestRange(RangeRequest {
+                        key: key.into(),
+                        range_end: end.into(),
+                        count_only: true,
+                        ..RangeRequest::default()
+                    })),
+                };
+                t.success.push(op.clone());
+                t.failure.push(op);
+            }
+            Op::Txn(t, r)
+        }),
         6 => (range_spec(), any::<bool>()).prop_map(|(r, b)| Op::Range(r, b)),
         2 => (prop::collection::vec(prop::collection::vec(range_spec(), 1..3), 1..2), prop::collection::vec(compare(), 0..2), prop::collection::vec(rev(), 1..3))
             .prop_map(|(ranges, compare, revs)| {

@@ -309,7 +309,9 @@ pub fn start(
 impl Loop {
     fn run(&mut self) -> Result<(), LoopError> {
         let mut next_tick = Instant::now() + self.cfg.tick_interval;
-        let result = loop {
+        // A campaign at start leaves a Ready waiting; do not make it wait for the first tick.
+        let first = self.on_ready();
+        let result = first.and_then(|()| loop {
             let now = Instant::now();
             let wait = next_tick.saturating_duration_since(now);
             let mut stop = false;
@@ -340,7 +342,7 @@ impl Loop {
             if stop {
                 break self.storage.sync().map_err(LoopError::from);
             }
-        };
+        });
         self.fail_reads(NodeError::Stopped);
         result
     }

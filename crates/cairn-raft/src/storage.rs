@@ -618,6 +618,13 @@ mod tests {
     }
 
     #[test]
+    fn is_send_and_sync() {
+        // RawNode<DiskStorage> has to move into the raft task; clones are read elsewhere.
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<DiskStorage>();
+    }
+
+    #[test]
     fn clones_share_state() {
         let dir = tempfile::tempdir().unwrap();
         let (s, _) = DiskStorage::open(dir.path(), small()).unwrap();

@@ -180,7 +180,7 @@ fn apply_batch(
                     continue;
                 }
             };
-            let id = request.id;
+            let id = request.header.map(|h| h.id).unwrap_or(0);
             let Some(req) = request.request else {
                 continue;
             };

@@ -7,7 +7,7 @@ use crate::config::ServerConfig;
 use crate::errors::{mvcc_error, node_error};
 use crate::membership::Member;
 use crate::waiters::{RequestIds, Waiters};
-use cairn_api::cairnpb::{internal_request::Request, InternalRequest};
+use cairn_api::cairnpb::{internal_request::Request, InternalRequest, RequestHeader};
 use cairn_api::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
 use cairn_api::EtcdError;
 use cairn_mvcc::Store;
@@ -91,7 +91,10 @@ impl Core {
     pub async fn propose(&self, request: Request) -> Result<(Applied, i64), EtcdError> {
         let id = self.ids.next();
         let data = InternalRequest {
-            id,
+            header: Some(RequestHeader {
+                id,
+                ..Default::default()
+            }),
             request: Some(request),
         }
         .encode_to_vec();

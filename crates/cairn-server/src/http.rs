@@ -51,6 +51,21 @@ async fn health(State(core): State<Arc<Core>>) -> impl IntoResponse {
     }
 }
 
+/// Anything no route claims: a gRPC call to a service cairn does not have answers
+/// `Unimplemented` as gRPC requires; any other request gets etcd's plain 404.
+pub async fn unknown_path(req: axum::extract::Request) -> axum::response::Response {
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    if grpc {
+        tonic::Status::unimplemented("unknown service").into_http()
+    } else {
+        (StatusCode::NOT_FOUND, "404 page not found\n").into_response()
+    }
+}
+
 async fn livez() -> &'static str {
     "ok"
 }

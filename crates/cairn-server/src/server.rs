@@ -353,7 +353,8 @@ fn grpc_router(core: &Arc<Core>) -> tonic::transport::server::Router {
     let axum_router = routes
         .routes()
         .into_axum_router()
-        .merge(crate::http::routes(core.clone()));
+        .merge(crate::http::routes(core.clone()))
+        .fallback(crate::http::unknown_path);
     tonic::transport::Server::builder()
         .accept_http1(true)
         .tcp_nodelay(true)

@@ -445,6 +445,39 @@ fn scalar_text(v: &serde_yaml::Value) -> Result<Option<String>> {
 }
 
 impl Flags {
+    /// Parses the process's arguments. As etcd does, an `ETCD_*` variable that is also given
+    /// as a flag is an error rather than silently shadowed.
+    pub fn from_process() -> Result<Flags> {
+        Self::parse_checked(std::env::args_os())
+    }
+
+    /// Parses `args`, refusing environment variables shadowed by flags.
+    pub fn parse_checked<I, T>(args: I) -> Result<Flags>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let cmd = Flags::command();
+        // Help and usage errors print themselves and exit, as clap does.
+        let matches = cmd
+            .clone()
+            .try_get_matches_from(args)
+            .unwrap_or_else(|e| e.exit());
+        for arg in cmd.get_arguments() {
+            let Some(env) = arg.get_env() else { continue };
+            let from_cli = matches.value_source(arg.get_id().as_str())
+                == Some(clap::parser::ValueSource::CommandLine);
+            if from_cli && std::env::var_os(env).is_some() {
+                bail!(
+                    "conflicting environment variable {:?} is shadowed by corresponding command-line flag (either unset environment variable or disable flag)",
+                    env.to_string_lossy()
+                );
+            }
+        }
+        Ok(Flags::from_arg_matches(&matches)?)
+    }
+
     /// Resolves the flags into a server configuration, refusing what cairn cannot honour.
     pub fn into_config(self) -> Result<ServerConfig> {
         self.unbuilt.refuse()?;

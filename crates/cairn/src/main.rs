@@ -4,7 +4,7 @@
 mod flags;
 mod logging;
 
-use clap::Parser;
+use clap::Parser as _;
 use flags::Flags;
 use std::process::ExitCode;
 
@@ -12,7 +12,10 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let mut flags = Flags::parse();
+    let mut flags = match Flags::from_process() {
+        Ok(f) => f,
+        Err(e) => return fail_early(&format!("{e:#}")),
+    };
     if flags.version {
         println!(
             "etcd Version: {}\ncairn Version: {}\nGit SHA: not provided\n",

@@ -237,8 +237,8 @@ impl Wal {
         for (i, (seq, first_index, path)) in segs.iter().enumerate() {
             let is_last = i + 1 == n;
             let bytes = fs::read(path).map_err(|e| WalError::io(path, e))?;
-            let out = scan_segment_bytes(&bytes);
-            match &out.end {
+            let ScanOutcome { records, end } = scan_segment_bytes(&bytes);
+            match &end {
                 ScanEnd::Clean { .. } => {}
                 // A torn tail after a valid header, in the last segment: repaired below.
                 ScanEnd::Torn { offset, .. } if is_last && *offset > 0 => {}
@@ -254,7 +254,8 @@ impl Wal {
                     return Err(corrupt(path, *offset, reason.clone()))
                 }
             }
-            let mut recs = out.records.iter();
+            let header_len = records.first().map_or(0, |r| r.frame_len);
+            let mut recs = records.into_iter();
             let header = match recs.next() {
                 Some(ScannedRecord {
                     record: Record::SegmentHeader(h),
@@ -274,7 +275,7 @@ impl Wal {
                 ));
             }
             replay
-                .segment_header(header)
+                .segment_header(&header)
                 .map_err(|r| corrupt(path, 0, r))?;
             if i == 0 {
                 hs_at = (path.clone(), 0);
@@ -291,7 +292,7 @@ impl Wal {
                     _ => {}
                 }
                 replay
-                    .apply(sr.record.clone())
+                    .apply(sr.record)
                     .map_err(|r| corrupt(path, sr.offset, r))?;
             }
             metas.push(SegmentMeta {
@@ -300,8 +301,7 @@ impl Wal {
                 max_entry_index,
             });
             if is_last {
-                let header_len = out.records[0].frame_len;
-                last_scan = Some((bytes, out.end, header_len));
+                last_scan = Some((bytes, end, header_len));
             }
         }
 

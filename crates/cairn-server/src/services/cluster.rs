@@ -38,7 +38,8 @@ impl Cluster for ClusterService {
             })
             .collect();
         Ok(Response::new(MemberListResponse {
-            header: Some(core.header(core.store.current_revision())),
+            // etcd's MemberList header carries no revision.
+            header: Some(core.header(0)),
             members,
         }))
     }

@@ -3,7 +3,7 @@
 
 use crate::apply::Applied;
 use crate::core::Core;
-use crate::errors::validation_error;
+use crate::errors::{mvcc_error, validation_error};
 use cairn_api::cairnpb::internal_request::Request as Internal;
 use cairn_api::etcdserverpb::kv_server::Kv;
 use cairn_api::etcdserverpb::{
@@ -71,6 +71,20 @@ impl Kv for KvService {
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let req = req.into_inner();
         validate::check_txn(&req, self.core.cfg.max_txn_ops).map_err(validation_error)?;
+        if validate::is_txn_read_only(&req) {
+            // As etcd: a txn of ranges only is served from the local store, after the
+            // linearizable barrier unless every range in it is serializable.
+            if !is_txn_serializable(&req) {
+                self.core.linearizable_barrier().await?;
+            }
+            let mut resp = self.core.store.txn_read(&req).map_err(mvcc_error)?;
+            let rev = resp
+                .header
+                .map(|h| h.revision)
+                .unwrap_or_else(|| self.core.store.current_revision());
+            resp.header = Some(self.core.header(rev));
+            return Ok(Response::new(resp));
+        }
         match self.core.propose(Internal::Txn(req)).await? {
             (Applied::Txn(mut resp), rev) => {
                 // Responses inside the txn carry only a revision, as etcd's do; the store
@@ -95,4 +109,13 @@ impl Kv for KvService {
             _ => Err(mismatched()),
         }
     }
+}
+
+/// Every op in both branches is a serializable range.
+fn is_txn_serializable(req: &TxnRequest) -> bool {
+    use cairn_api::etcdserverpb::request_op::Request as Op;
+    req.success
+        .iter()
+        .chain(&req.failure)
+        .all(|op| matches!(&op.request, Some(Op::RequestRange(r)) if r.serializable))
 }
