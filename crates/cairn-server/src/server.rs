@@ -24,6 +24,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+/// How long shutdown waits for in-flight client requests before closing their connections.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Why a member could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -394,7 +397,17 @@ impl RunningServer {
     /// durable.
     pub async fn shutdown(mut self) -> Result<(), ServerError> {
         let _ = self.stop_serving.send(true);
-        while self.listeners.join_next().await.is_some() {}
+        // In-flight requests get a short grace period; a client that holds its connection
+        // open without reading must not keep the member from stopping.
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while self.listeners.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "closing client connections that did not finish in time");
+            self.listeners.abort_all();
+            while self.listeners.join_next().await.is_some() {}
+        }
         self.core.node.stop();
         let res = tokio::task::spawn_blocking(move || self.join_threads())
             .await
