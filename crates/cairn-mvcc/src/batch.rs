@@ -26,8 +26,9 @@ use crate::LeaseCheck;
 pub struct RevisionEvents {
     /// The main revision.
     pub revision: i64,
-    /// The events of that revision. `prev_kv` is always filled when the key existed before
-    /// (watchers that did not ask for it drop it); a DELETE's `kv` carries the key and
+    /// The events of that revision. `prev_kv` is always filled as etcd's watch fills it for
+    /// watchers that ask (others drop it): the key's version before this revision, `None` for a
+    /// creation or a key that did not exist. A DELETE's `kv` carries the key and
     /// `mod_revision` only, as etcd's do.
     pub events: Vec<Event>,
 }
@@ -35,8 +36,8 @@ pub struct RevisionEvents {
 /// One write transaction over a batch of raft entries; see [`Store::begin_write`].
 ///
 /// Each `put`, `delete_range` or `txn` that changes something is one revision. A call that
-/// fails leaves the batch exactly as before it. Dropping the batch without [`commit`]
-/// (`WriteBatch::commit`) discards it.
+/// fails leaves the batch exactly as before it. Dropping the batch without
+/// [`commit`](WriteBatch::commit) discards it.
 pub struct WriteBatch<'s> {
     store: &'s Store,
     wtx: WriteTransaction,
