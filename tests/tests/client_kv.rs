@@ -9,6 +9,11 @@
 //! real etcd (so the expectations are etcd's real behaviour) and `<scenario>::cairn` runs it
 //! against etcd and then cairn, and requires cairn's checks to pass and its transcript to equal
 //! etcd's, step by step.
+//!
+//! What needs the Lease service (granting and revoking leases, keys attached to a lease, LEASE
+//! compares on leased keys) lives in separate `<scenario>_with_leases` scenarios, so that the rest
+//! runs against cairn before it has leases. Their `etcd` tests always run; their `cairn` tests
+//! are ignored until cairn has the Lease service, and must then pass unchanged.
 
 use cairn_tests::{Kind, Server};
 use etcd_client::{
@@ -172,15 +177,17 @@ fn process_state(server: &Server) -> &'static str {
     }
 }
 
-/// For each scenario function, a module with an `etcd` and a `cairn` test.
+/// For each scenario function, a module with an `etcd` and a `cairn` test. Attributes written
+/// before a scenario's name apply to its `cairn` test only (such as `#[ignore = "…"]`).
 macro_rules! scenario_tests {
-    ($($name:ident),* $(,)?) => {$(
+    ($($(#[$cairn_attr:meta])* $name:ident),* $(,)?) => {$(
         mod $name {
             #[tokio::test]
             async fn etcd() {
                 super::against_etcd(super::$name).await
             }
             #[tokio::test]
+            $(#[$cairn_attr])*
             async fn cairn() {
                 super::against_cairn(super::$name).await
             }
@@ -196,6 +203,18 @@ scenario_tests!(
     txn_compares,
     txn_nested_responses,
     errors_leave_store_unchanged,
+);
+
+// The parts of the scenarios above that need the Lease service.
+scenario_tests!(
+    #[ignore = "needs the Lease service (issue 3)"]
+    revision_rules_with_leases,
+    #[ignore = "needs the Lease service (issue 3)"]
+    txn_compares_with_leases,
+    #[ignore = "needs the Lease service (issue 3)"]
+    txn_nested_responses_with_leases,
+    #[ignore = "needs the Lease service (issue 3)"]
+    errors_leave_store_unchanged_with_leases,
 );
 
 fn err_s(e: &etcd_client::Error) -> String {

@@ -713,7 +713,10 @@ fn rust_paths() {
     );
 
     let internal = cairn_api::cairnpb::InternalRequest {
-        id: 7,
+        header: Some(cairn_api::cairnpb::RequestHeader {
+            id: 7,
+            ..Default::default()
+        }),
         request: Some(cairn_api::cairnpb::internal_request::Request::Put(
             cairn_api::etcdserverpb::PutRequest {
                 key: b"k".to_vec(),
