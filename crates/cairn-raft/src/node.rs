@@ -339,6 +339,14 @@ impl Loop {
             if let Err(e) = self.on_ready() {
                 break Err(e);
             }
+            // Reads that queued while a round was in flight start their own round now that it
+            // has resolved, instead of waiting for the next command or tick.
+            if self.read_inflight.is_none() && !self.read_queue.is_empty() {
+                self.issue_reads();
+                if let Err(e) = self.on_ready() {
+                    break Err(e);
+                }
+            }
             if stop {
                 break self.storage.sync().map_err(LoopError::from);
             }
