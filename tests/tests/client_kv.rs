@@ -823,8 +823,54 @@ async fn check_query(cx: &mut Ctx, m: &Model, q: &Q) {
 
 /// Revision 1 on a fresh store, 2 for the first write, one per write request however many keys
 /// it touches; reads, read-only txns, txns whose taken branch changes nothing, deletes of
-/// nothing, lease grants and compaction leave it alone.
+/// nothing and compaction leave it alone. (Leases: [`revision_rules_with_leases`].)
 async fn revision_rules(mut cx: Ctx) -> Ctx {
+    revision_rules_writes(&mut cx).await;
+    compaction_keeps_the_revision(&mut cx, 7).await;
+    cx
+}
+
+/// The same history as [`revision_rules`], with leases between the writes and the compaction:
+/// lease grants leave the revision alone, revoking a lease without keys too, revoking a lease
+/// with 2 keys is one revision and deletes them.
+async fn revision_rules_with_leases(mut cx: Ctx) -> Ctx {
+    revision_rules_writes(&mut cx).await;
+    let l0 = cx.grant("grant L0").await;
+    cx.expect_rev("lease grant does not bump", 7).await;
+    cx.put(
+        "put k1 with L0",
+        "k1",
+        "v",
+        Some(PutOptions::new().with_lease(l0)),
+    )
+    .await;
+    cx.put(
+        "put k2 with L0",
+        "k2",
+        "v",
+        Some(PutOptions::new().with_lease(l0)),
+    )
+    .await;
+    let l1 = cx.grant("grant L1").await;
+    cx.revoke("revoke L1 (no keys)", l1).await;
+    cx.expect_rev("revoking a lease without keys does not bump", 9)
+        .await;
+    cx.revoke("revoke L0 (2 keys)", l0).await;
+    cx.expect_rev("revoking a lease with 2 keys is one revision", 10)
+        .await;
+    let s = cx.rec_state("after revoking L0").await;
+    cx.expect(
+        "revoke deleted the lease's keys",
+        s.as_str(),
+        "store rev 10 [a=\"3\" c6 m6 v1 l0]",
+    );
+    compaction_keeps_the_revision(&mut cx, 10).await;
+    cx
+}
+
+/// The first part of [`revision_rules`]: writes, reads and requests that change nothing; the
+/// store ends at revision 7 holding only `a="3" c6 m6 v1`.
+async fn revision_rules_writes(cx: &mut Ctx) {
     let r = cx.get("fresh store", "a", None).await;
     cx.expect(
         "revision of a fresh store",
@@ -966,43 +1012,15 @@ async fn revision_rules(mut cx: Ctx) -> Ctx {
         r.map(|r| rev_of(r.header())),
         Some(7),
     );
+}
 
-    let l0 = cx.grant("grant L0").await;
-    cx.expect_rev("lease grant does not bump", 7).await;
-    cx.put(
-        "put k1 with L0",
-        "k1",
-        "v",
-        Some(PutOptions::new().with_lease(l0)),
-    )
-    .await;
-    cx.put(
-        "put k2 with L0",
-        "k2",
-        "v",
-        Some(PutOptions::new().with_lease(l0)),
-    )
-    .await;
-    let l1 = cx.grant("grant L1").await;
-    cx.revoke("revoke L1 (no keys)", l1).await;
-    cx.expect_rev("revoking a lease without keys does not bump", 9)
-        .await;
-    cx.revoke("revoke L0 (2 keys)", l0).await;
-    cx.expect_rev("revoking a lease with 2 keys is one revision", 10)
-        .await;
-    let s = cx.rec_state("after revoking L0").await;
-    cx.expect(
-        "revoke deleted the lease's keys",
-        s.as_str(),
-        "store rev 10 [a=\"3\" c6 m6 v1 l0]",
-    );
-
+/// Compaction (to revision 5) leaves the revision at `rev`; the next write takes `rev + 1`.
+async fn compaction_keeps_the_revision(cx: &mut Ctx, rev: i64) {
     cx.compact("compact to 5", 5).await;
-    cx.expect_rev("compaction does not bump", 10).await;
+    cx.expect_rev("compaction does not bump", rev).await;
     cx.put("put after compaction", "z", "1", None).await;
-    cx.expect_rev("next write after compaction", 11).await;
+    cx.expect_rev("next write after compaction", rev + 1).await;
     cx.rec_state("final").await;
-    cx
 }
 
 /// min/max mod/create revision filters, alone and combined, with limit, sorts, count_only and
@@ -1331,105 +1349,187 @@ async fn prev_kv_keys_only_count_only(mut cx: Ctx) -> Ctx {
 /// Known state for compare tests: key → (version, create, mod, value, lease index).
 type Known = BTreeMap<&'static str, (i64, i64, i64, &'static str, Option<usize>)>;
 
-/// Every compare target × every result kind, true and false outcomes, on existing keys, a leased
-/// key and a missing key; range and prefix compares; several compares at once.
-async fn txn_compares(mut cx: Ctx) -> Ctx {
+/// The data of the compare tests, revisions 2..=6: t/a, t/b, t/c, then t/l (attached to `lease`
+/// if given, which must be the first lease granted, L0), then t/b again.
+async fn compare_data(cx: &mut Ctx, lease: Option<i64>) -> Known {
     cx.put("put t/a", "t/a", "1", None).await; // 2
     cx.put("put t/b", "t/b", "2", None).await; // 3
     cx.put("put t/c", "t/c", "3", None).await; // 4
-    let l0 = cx.grant("grant L0").await;
-    cx.put(
-        "put t/l with L0",
-        "t/l",
-        "leased",
-        Some(PutOptions::new().with_lease(l0)),
-    )
-    .await; // 5
+    let l = match lease {
+        Some(l0) => {
+            cx.put(
+                "put t/l with L0",
+                "t/l",
+                "leased",
+                Some(PutOptions::new().with_lease(l0)),
+            )
+            .await; // 5
+            (1, 5, 5, "leased", Some(0))
+        }
+        None => {
+            cx.put("put t/l", "t/l", "plain", None).await; // 5
+            (1, 5, 5, "plain", None)
+        }
+    };
     cx.put("update t/b", "t/b", "22", None).await; // 6
     cx.rec_state("compare data").await;
-
-    let known: Known = BTreeMap::from([
+    BTreeMap::from([
         ("t/a", (1, 2, 2, "1", None)),
         ("t/b", (2, 3, 6, "22", None)),
-        ("t/l", (1, 5, 5, "leased", Some(0))),
-    ]);
+        ("t/l", l),
+    ])
+}
+
+/// Whether `ord` (actual compared with reference) satisfies `op`.
+fn holds(ord: std::cmp::Ordering, op: CompareOp) -> bool {
+    match op {
+        CompareOp::Equal => ord.is_eq(),
+        CompareOp::NotEqual => ord.is_ne(),
+        CompareOp::Greater => ord.is_gt(),
+        CompareOp::Less => ord.is_lt(),
+    }
+}
+
+/// Every compare target × every result kind on `key`, whose state is `k` (`None`: missing),
+/// against reference values below, equal to and above the actual one.
+async fn compare_every_target(
+    cx: &mut Ctx,
+    key: &str,
+    k: Option<(i64, i64, i64, &str, Option<usize>)>,
+) {
     let ops = [
         CompareOp::Equal,
         CompareOp::NotEqual,
         CompareOp::Greater,
         CompareOp::Less,
     ];
-    let matches = |ord: std::cmp::Ordering, op: CompareOp| match op {
-        CompareOp::Equal => ord.is_eq(),
-        CompareOp::NotEqual => ord.is_ne(),
-        CompareOp::Greater => ord.is_gt(),
-        CompareOp::Less => ord.is_lt(),
-    };
-    for key in ["t/a", "t/b", "t/l", "t/missing"] {
-        let k = known.get(key).copied();
-        let (ver, create, modr, value, lease) = k.unwrap_or((0, 0, 0, "", None));
-        let lease_id = lease.map_or(0, |i| cx.leases.get(i).copied().unwrap_or(0));
-        for op in ops {
-            // Integer targets: one below, equal, one above the actual value.
-            for (tname, actual) in [("version", ver), ("create", create), ("mod", modr)] {
-                for refv in [actual - 1, actual, actual + 1] {
-                    let cmp = match tname {
-                        "version" => Compare::version(key, op, refv),
-                        "create" => Compare::create_revision(key, op, refv),
-                        _ => Compare::mod_revision(key, op, refv),
-                    };
-                    let label = format!("compare {key} {tname} {op:?} {refv}");
-                    let r = cx.txn(&label, txn(vec![cmp], vec![get(key)], vec![])).await;
-                    let want = matches(actual.cmp(&refv), op);
-                    cx.expect(&label, succeeded(&r), Some(want));
-                }
-            }
-            // Lease: 0, the key's lease, another (unknown) lease id.
-            for (rname, refv) in [
-                ("0", 0),
-                ("its lease", lease_id),
-                ("its lease + 1", lease_id + 1),
-            ] {
-                let label = format!("compare {key} lease {op:?} {rname}");
-                let r = cx
-                    .txn(
-                        &label,
-                        txn(vec![Compare::lease(key, op, refv)], vec![], vec![get(key)]),
-                    )
-                    .await;
-                let want = matches(lease_id.cmp(&refv), op);
-                cx.expect(&label, succeeded(&r), Some(want));
-            }
-            // Value: below, equal, above (byte-wise); a missing key never matches a value.
-            let below = if value.is_empty() {
-                String::new()
-            } else {
-                value[..value.len() - 1].to_string()
-            };
-            for refv in [
-                below,
-                value.to_string(),
-                format!("{value}0"),
-                "x".to_string(),
-            ] {
-                let label = format!("compare {key} value {op:?} {refv:?}");
-                let r = cx
-                    .txn(
-                        &label,
-                        txn(
-                            vec![Compare::value(key, op, refv.as_str())],
-                            vec![get(key)],
-                            vec![],
-                        ),
-                    )
-                    .await;
-                let want = k.is_some() && matches(value.as_bytes().cmp(refv.as_bytes()), op);
+    let (ver, create, modr, value, lease) = k.unwrap_or((0, 0, 0, "", None));
+    let lease_id = lease.map_or(0, |i| cx.leases.get(i).copied().unwrap_or(0));
+    for op in ops {
+        // Integer targets: one below, equal, one above the actual value.
+        for (tname, actual) in [("version", ver), ("create", create), ("mod", modr)] {
+            for refv in [actual - 1, actual, actual + 1] {
+                let cmp = match tname {
+                    "version" => Compare::version(key, op, refv),
+                    "create" => Compare::create_revision(key, op, refv),
+                    _ => Compare::mod_revision(key, op, refv),
+                };
+                let label = format!("compare {key} {tname} {op:?} {refv}");
+                let r = cx.txn(&label, txn(vec![cmp], vec![get(key)], vec![])).await;
+                let want = holds(actual.cmp(&refv), op);
                 cx.expect(&label, succeeded(&r), Some(want));
             }
         }
+        // Lease: 0, the key's lease, another (unknown) lease id.
+        for (rname, refv) in [
+            ("0", 0),
+            ("its lease", lease_id),
+            ("its lease + 1", lease_id + 1),
+        ] {
+            let label = format!("compare {key} lease {op:?} {rname}");
+            let r = cx
+                .txn(
+                    &label,
+                    txn(vec![Compare::lease(key, op, refv)], vec![], vec![get(key)]),
+                )
+                .await;
+            let want = holds(lease_id.cmp(&refv), op);
+            cx.expect(&label, succeeded(&r), Some(want));
+        }
+        // Value: below, equal, above (byte-wise); a missing key never matches a value.
+        let below = if value.is_empty() {
+            String::new()
+        } else {
+            value[..value.len() - 1].to_string()
+        };
+        for refv in [
+            below,
+            value.to_string(),
+            format!("{value}0"),
+            "x".to_string(),
+        ] {
+            let label = format!("compare {key} value {op:?} {refv:?}");
+            let r = cx
+                .txn(
+                    &label,
+                    txn(
+                        vec![Compare::value(key, op, refv.as_str())],
+                        vec![get(key)],
+                        vec![],
+                    ),
+                )
+                .await;
+            let want = k.is_some() && holds(value.as_bytes().cmp(refv.as_bytes()), op);
+            cx.expect(&label, succeeded(&r), Some(want));
+        }
     }
+}
 
-    // Range and prefix compares: every key in the range must satisfy the compare.
+/// Range and prefix compares: every key in the range must satisfy the compare.
+async fn range_compares(cx: &mut Ctx, cases: Vec<(&str, Compare, bool)>) {
+    for (label, cmp, want) in cases {
+        let r = cx
+            .txn(
+                label,
+                txn(
+                    vec![cmp],
+                    vec![TxnOp::get("t/", Some(prefix().with_keys_only()))],
+                    vec![get("t/a")],
+                ),
+            )
+            .await;
+        cx.expect(label, succeeded(&r), Some(want));
+    }
+}
+
+/// Several compares, `lease_on_t_l` (true) among them: all must hold.
+async fn several_compares(cx: &mut Ctx, lease_on_t_l: Compare) {
+    let all_true = vec![
+        Compare::version("t/a", CompareOp::Equal, 1),
+        Compare::create_revision("t/b", CompareOp::Greater, 2),
+        Compare::mod_revision("t/c", CompareOp::Less, 5),
+        Compare::value("t/b", CompareOp::Equal, "22"),
+        lease_on_t_l,
+        Compare::version("t/missing", CompareOp::Equal, 0),
+    ];
+    let r = cx
+        .txn(
+            "six true compares",
+            txn(all_true.clone(), vec![get("t/a")], vec![get("t/b")]),
+        )
+        .await;
+    cx.expect("six true compares", succeeded(&r), Some(true));
+    let mut one_false = all_true;
+    one_false.push(Compare::value("t/c", CompareOp::Greater, "3"));
+    let r = cx
+        .txn(
+            "six true compares and a false one",
+            txn(one_false, vec![get("t/a")], vec![get("t/b")]),
+        )
+        .await;
+    cx.expect(
+        "one false compare fails the txn",
+        succeeded(&r),
+        Some(false),
+    );
+}
+
+/// Nothing the compare tests sent wrote anything.
+async fn compares_wrote_nothing(cx: &mut Ctx) {
+    let s = cx.rec_state("after compares").await;
+    cx.check(s.starts_with("store rev 6 ["), || {
+        format!("compares changed the store: {s}")
+    });
+}
+
+/// Every compare target × every result kind, true and false outcomes, on existing keys and a
+/// missing key; range and prefix compares; several compares at once. No key has a lease here
+/// (LEASE compares against 0 and unknown ids only); a leased key: [`txn_compares_with_leases`].
+async fn txn_compares(mut cx: Ctx) -> Ctx {
+    let known = compare_data(&mut cx, None).await;
+    for key in ["t/a", "t/b", "t/l", "t/missing"] {
+        compare_every_target(&mut cx, key, known.get(key).copied()).await;
+    }
     let cases: Vec<(&str, Compare, bool)> = vec![
         (
             "version > 0 over [t/a, t/d)",
@@ -1477,18 +1577,13 @@ async fn txn_compares(mut cx: Ctx) -> Ctx {
             true,
         ),
         (
-            "lease = 0 over prefix t/",
+            "lease = 0 over prefix t/ (no leased key)",
             Compare::lease("t/", CompareOp::Equal, 0).with_prefix(),
-            false,
+            true,
         ),
         (
             "lease = 0 over [t/a, t/l)",
             Compare::lease("t/a", CompareOp::Equal, 0).with_range("t/l"),
-            true,
-        ),
-        (
-            "lease = L0 over [t/l, t/m)",
-            Compare::lease("t/l", CompareOp::Equal, l0).with_range("t/m"),
             true,
         ),
         (
@@ -1532,169 +1627,61 @@ async fn txn_compares(mut cx: Ctx) -> Ctx {
             false,
         ),
     ];
-    for (label, cmp, want) in cases {
-        let r = cx
-            .txn(
-                label,
-                txn(
-                    vec![cmp],
-                    vec![TxnOp::get("t/", Some(prefix().with_keys_only()))],
-                    vec![get("t/a")],
-                ),
-            )
-            .await;
-        cx.expect(label, succeeded(&r), Some(want));
-    }
-
-    // Several compares: all must hold.
-    let all_true = vec![
-        Compare::version("t/a", CompareOp::Equal, 1),
-        Compare::create_revision("t/b", CompareOp::Greater, 2),
-        Compare::mod_revision("t/c", CompareOp::Less, 5),
-        Compare::value("t/b", CompareOp::Equal, "22"),
-        Compare::lease("t/l", CompareOp::Equal, l0),
-        Compare::version("t/missing", CompareOp::Equal, 0),
-    ];
-    let r = cx
-        .txn(
-            "six true compares",
-            txn(all_true.clone(), vec![get("t/a")], vec![get("t/b")]),
-        )
-        .await;
-    cx.expect("six true compares", succeeded(&r), Some(true));
-    let mut one_false = all_true;
-    one_false.push(Compare::value("t/c", CompareOp::Greater, "3"));
-    let r = cx
-        .txn(
-            "six true compares and a false one",
-            txn(one_false, vec![get("t/a")], vec![get("t/b")]),
-        )
-        .await;
-    cx.expect(
-        "one false compare fails the txn",
-        succeeded(&r),
-        Some(false),
-    );
+    range_compares(&mut cx, cases).await;
+    several_compares(&mut cx, Compare::lease("t/l", CompareOp::Equal, 0)).await;
     let r = cx
         .txn("no compares", txn(vec![], vec![], vec![get("t/a")]))
         .await;
     cx.expect("no compares succeeds", succeeded(&r), Some(true));
+    compares_wrote_nothing(&mut cx).await;
+    cx
+}
 
-    // Nothing above wrote anything.
-    let s = cx.rec_state("after compares").await;
-    cx.check(s.starts_with("store rev 6 ["), || {
-        format!("compares changed the store: {s}")
-    });
+/// [`txn_compares`] with t/l attached to a lease: every compare target on the leased key,
+/// LEASE compares over ranges with and without it, a LEASE compare among several.
+async fn txn_compares_with_leases(mut cx: Ctx) -> Ctx {
+    let l0 = cx.grant("grant L0").await;
+    let known = compare_data(&mut cx, Some(l0)).await;
+    compare_every_target(&mut cx, "t/l", known.get("t/l").copied()).await;
+    let cases: Vec<(&str, Compare, bool)> = vec![
+        (
+            "lease = 0 over prefix t/",
+            Compare::lease("t/", CompareOp::Equal, 0).with_prefix(),
+            false,
+        ),
+        (
+            "lease = 0 over [t/a, t/l)",
+            Compare::lease("t/a", CompareOp::Equal, 0).with_range("t/l"),
+            true,
+        ),
+        (
+            "lease = L0 over [t/l, t/m)",
+            Compare::lease("t/l", CompareOp::Equal, l0).with_range("t/m"),
+            true,
+        ),
+        (
+            "lease > 0 over prefix t/",
+            Compare::lease("t/", CompareOp::Greater, 0).with_prefix(),
+            false,
+        ),
+    ];
+    range_compares(&mut cx, cases).await;
+    several_compares(&mut cx, Compare::lease("t/l", CompareOp::Equal, l0)).await;
+    compares_wrote_nothing(&mut cx).await;
     cx
 }
 
 /// Nested txns in success and failure branches, responses of every op kind inside them with
 /// their header revisions, compares of nested txns evaluated against the state before the txn,
-/// and the revision rules for nested writes.
+/// and the revision rules for nested writes. (Leases: [`txn_nested_responses_with_leases`].)
 async fn txn_nested_responses(mut cx: Ctx) -> Ctx {
-    cx.put("put t/a", "t/a", "1", None).await; // 2
-    cx.put("put t/b", "t/b", "2", None).await; // 3
-    cx.put("put t/c", "t/c", "3", None).await; // 4
-    let l0 = cx.grant("grant L0").await;
-    cx.put(
-        "put t/l with L0",
-        "t/l",
-        "leased",
-        Some(PutOptions::new().with_lease(l0)),
-    )
-    .await; // 5
-
-    // Outer success; nested txn in the success branch whose compare reads t/a *before* the
-    // outer put (etcd evaluates every compare of the request on the state before it).
-    let t1 = txn(
-        vec![
-            Compare::version("t/a", CompareOp::Equal, 1),
-            Compare::value("t/b", CompareOp::Equal, "2"),
-        ],
-        vec![
-            get("t/a"),
-            TxnOp::put("t/a", "10", Some(PutOptions::new().with_prev_key())),
-            get("t/a"),
-            TxnOp::delete("t/c", Some(DeleteOptions::new().with_prev_key())),
-            TxnOp::get("t/", Some(prefix().with_limit(2))),
-            TxnOp::txn(txn(
-                vec![Compare::value("t/a", CompareOp::Equal, "1")],
-                vec![
-                    put("t/n", "x"),
-                    get("t/n"),
-                    TxnOp::delete("t/missing", None),
-                    TxnOp::txn(txn(
-                        vec![Compare::version("t/zz", CompareOp::NotEqual, 0)],
-                        vec![put("t/never", "1")],
-                        vec![
-                            get("t/a"),
-                            TxnOp::put("t/deep", "d", Some(PutOptions::new().with_prev_key())),
-                        ],
-                    )),
-                ],
-                vec![put("t/wrong", "w")],
-            )),
-            TxnOp::get("t/", Some(prefix())),
-        ],
-        vec![put("t/else", "e")],
-    );
-    let r = cx.txn("T1 nested in success", t1).await;
-    cx.expect("T1 succeeded", succeeded(&r), Some(true));
-    cx.expect(
-        "T1 is one revision",
-        r.as_ref().map(|r| rev_of(r.header())),
-        Some(6),
-    );
-    if let Some(r) = &r {
-        let ops = r.op_responses();
-        let nested = match ops.get(5) {
-            Some(TxnOpResponse::Txn(t)) => Some(t.succeeded()),
-            _ => None,
-        };
-        cx.expect(
-            "nested compare sees the state before the txn",
-            nested,
-            Some(true),
-        );
-    }
-    let s = cx.rec_state("after T1").await;
-    cx.expect(
-        "state after T1",
-        s.as_str(),
+    nested_t1_t2(
+        &mut cx,
+        None,
         "store rev 6 [t/a=\"10\" c2 m6 v2 l0; t/b=\"2\" c3 m3 v1 l0; t/deep=\"d\" c6 m6 v1 l0; \
-         t/l=\"leased\" c5 m5 v1 lL0; t/n=\"x\" c6 m6 v1 l0]",
-    );
-
-    // Outer failure; nested txns three deep in the failure branch, reads before and after the
-    // first write (their header revisions differ), a delete of nothing before any write.
-    let t2 = txn(
-        vec![Compare::value("t/a", CompareOp::Equal, "nope")],
-        vec![put("t/x", "x")],
-        vec![
-            TxnOp::delete("t/nothing", None),
-            get("t/a"),
-            TxnOp::txn(txn(
-                vec![Compare::create_revision("t/missing", CompareOp::Equal, 0)],
-                vec![TxnOp::txn(txn(
-                    vec![Compare::lease("t/l", CompareOp::Equal, l0)],
-                    vec![
-                        get("t/l"),
-                        TxnOp::delete("t/l", Some(DeleteOptions::new().with_prev_key())),
-                        get("t/l"),
-                        TxnOp::delete("t/nothing2", None),
-                    ],
-                    vec![put("t/l2", "no")],
-                ))],
-                vec![],
-            )),
-            TxnOp::get("t/", Some(prefix().with_keys_only())),
-            TxnOp::get("t/", Some(prefix().with_count_only())),
-        ],
-    );
-    let r = cx.txn("T2 nested in failure", t2).await;
-    cx.expect("T2 succeeded", succeeded(&r), Some(false));
-    cx.expect("T2 header", r.as_ref().map(|r| rev_of(r.header())), Some(7));
-    cx.rec_state("after T2").await;
+         t/l=\"plain\" c5 m5 v1 l0; t/n=\"x\" c6 m6 v1 l0]",
+    )
+    .await;
 
     // Read-only nesting: no revision.
     let t3 = txn(
@@ -1765,8 +1752,141 @@ async fn txn_nested_responses(mut cx: Ctx) -> Ctx {
     cx
 }
 
+/// [`txn_nested_responses`] with t/l attached to a lease: the lease is kept through T1, T2's
+/// nested LEASE compare on t/l holds, and its nested delete returns the leased key.
+async fn txn_nested_responses_with_leases(mut cx: Ctx) -> Ctx {
+    let l0 = cx.grant("grant L0").await;
+    nested_t1_t2(
+        &mut cx,
+        Some(l0),
+        "store rev 6 [t/a=\"10\" c2 m6 v2 l0; t/b=\"2\" c3 m3 v1 l0; t/deep=\"d\" c6 m6 v1 l0; \
+         t/l=\"leased\" c5 m5 v1 lL0; t/n=\"x\" c6 m6 v1 l0]",
+    )
+    .await;
+    cx
+}
+
+/// The first part of the nested txn tests: t/a, t/b, t/c and t/l (attached to `lease` if given,
+/// which must be the first lease granted, L0) at revisions 2..=5; T1 (revision 6), after which
+/// the store must be `after_t1`; T2 (revision 7), whose innermost compare is t/l's LEASE.
+async fn nested_t1_t2(cx: &mut Ctx, lease: Option<i64>, after_t1: &str) {
+    cx.put("put t/a", "t/a", "1", None).await; // 2
+    cx.put("put t/b", "t/b", "2", None).await; // 3
+    cx.put("put t/c", "t/c", "3", None).await; // 4
+    let t_l_lease = match lease {
+        Some(l0) => {
+            cx.put(
+                "put t/l with L0",
+                "t/l",
+                "leased",
+                Some(PutOptions::new().with_lease(l0)),
+            )
+            .await; // 5
+            l0
+        }
+        None => {
+            cx.put("put t/l", "t/l", "plain", None).await; // 5
+            0
+        }
+    };
+
+    // Outer success; nested txn in the success branch whose compare reads t/a *before* the
+    // outer put (etcd evaluates every compare of the request on the state before it).
+    let t1 = txn(
+        vec![
+            Compare::version("t/a", CompareOp::Equal, 1),
+            Compare::value("t/b", CompareOp::Equal, "2"),
+        ],
+        vec![
+            get("t/a"),
+            TxnOp::put("t/a", "10", Some(PutOptions::new().with_prev_key())),
+            get("t/a"),
+            TxnOp::delete("t/c", Some(DeleteOptions::new().with_prev_key())),
+            TxnOp::get("t/", Some(prefix().with_limit(2))),
+            TxnOp::txn(txn(
+                vec![Compare::value("t/a", CompareOp::Equal, "1")],
+                vec![
+                    put("t/n", "x"),
+                    get("t/n"),
+                    TxnOp::delete("t/missing", None),
+                    TxnOp::txn(txn(
+                        vec![Compare::version("t/zz", CompareOp::NotEqual, 0)],
+                        vec![put("t/never", "1")],
+                        vec![
+                            get("t/a"),
+                            TxnOp::put("t/deep", "d", Some(PutOptions::new().with_prev_key())),
+                        ],
+                    )),
+                ],
+                vec![put("t/wrong", "w")],
+            )),
+            TxnOp::get("t/", Some(prefix())),
+        ],
+        vec![put("t/else", "e")],
+    );
+    let r = cx.txn("T1 nested in success", t1).await;
+    cx.expect("T1 succeeded", succeeded(&r), Some(true));
+    cx.expect(
+        "T1 is one revision",
+        r.as_ref().map(|r| rev_of(r.header())),
+        Some(6),
+    );
+    if let Some(r) = &r {
+        let ops = r.op_responses();
+        let nested = match ops.get(5) {
+            Some(TxnOpResponse::Txn(t)) => Some(t.succeeded()),
+            _ => None,
+        };
+        cx.expect(
+            "nested compare sees the state before the txn",
+            nested,
+            Some(true),
+        );
+    }
+    let s = cx.rec_state("after T1").await;
+    cx.expect("state after T1", s.as_str(), after_t1);
+
+    // Outer failure; nested txns three deep in the failure branch, reads before and after the
+    // first write (their header revisions differ), a delete of nothing before any write.
+    let t2 = txn(
+        vec![Compare::value("t/a", CompareOp::Equal, "nope")],
+        vec![put("t/x", "x")],
+        vec![
+            TxnOp::delete("t/nothing", None),
+            get("t/a"),
+            TxnOp::txn(txn(
+                vec![Compare::create_revision("t/missing", CompareOp::Equal, 0)],
+                vec![TxnOp::txn(txn(
+                    vec![Compare::lease("t/l", CompareOp::Equal, t_l_lease)],
+                    vec![
+                        get("t/l"),
+                        TxnOp::delete("t/l", Some(DeleteOptions::new().with_prev_key())),
+                        get("t/l"),
+                        TxnOp::delete("t/nothing2", None),
+                    ],
+                    vec![put("t/l2", "no")],
+                ))],
+                vec![],
+            )),
+            TxnOp::get("t/", Some(prefix().with_keys_only())),
+            TxnOp::get("t/", Some(prefix().with_count_only())),
+        ],
+    );
+    let r = cx.txn("T2 nested in failure", t2).await;
+    cx.expect("T2 succeeded", succeeded(&r), Some(false));
+    cx.expect("T2 header", r.as_ref().map(|r| rev_of(r.header())), Some(7));
+    let s = cx.rec_state("after T2").await;
+    cx.check(!s.contains("t/l=") && !s.contains("t/l2="), || {
+        format!("T2: the nested compare on t/l's lease did not hold: {s}")
+    });
+}
+
+/// A lease id never granted (the checks that use it must not depend on the Lease service).
+const NO_SUCH_LEASE: i64 = 424_242;
+
 /// Every client error of the KV API: exact gRPC code and message, and the store (contents and
-/// revision) unchanged afterwards. Positive controls sit next to the limits.
+/// revision) unchanged afterwards. Positive controls sit next to the limits. (A key attached to
+/// a lease: [`errors_leave_store_unchanged_with_leases`].)
 async fn errors_leave_store_unchanged(mut cx: Ctx) -> Ctx {
     const IA: &str = "InvalidArgument";
     const OOR: &str = "OutOfRange";
@@ -1776,8 +1896,6 @@ async fn errors_leave_store_unchanged(mut cx: Ctx) -> Ctx {
     const COMPACTED: &str = "etcdserver: mvcc: required revision has been compacted";
     const FUTURE: &str = "etcdserver: mvcc: required revision is a future revision";
     const NOT_FOUND: &str = "etcdserver: key not found";
-    /// A lease id never granted (these checks must not depend on the lease service).
-    const NO_SUCH_LEASE: i64 = 424_242;
 
     for (k, v) in [
         ("e/a", "1"),
@@ -1789,14 +1907,7 @@ async fn errors_leave_store_unchanged(mut cx: Ctx) -> Ctx {
     ] {
         cx.put(&format!("put {k}"), k, v, None).await; // revisions 2..=7
     }
-    let l0 = cx.grant("grant L0").await;
-    cx.put(
-        "put e/l with L0",
-        "e/l",
-        "l",
-        Some(PutOptions::new().with_lease(l0)),
-    )
-    .await; // 8
+    cx.put("put e/l", "e/l", "l", None).await; // 8
 
     macro_rules! err_case {
         ($label:expr, $code:expr, $msg:expr, $op:expr) => {{
@@ -2233,10 +2344,17 @@ async fn errors_leave_store_unchanged(mut cx: Ctx) -> Ctx {
             vec![]
         ))
     );
-    // ignore_lease on an existing leased key keeps the lease.
+    // ignore_lease on an existing key keeps its lease (here: none).
+    ignore_lease_keeps_the_lease(&mut cx, 0).await;
+    cx.rec_state("final").await;
+    cx
+}
+
+/// A put with ignore_lease on the existing key e/l passes and keeps e/l's lease, `lease`.
+async fn ignore_lease_keeps_the_lease(cx: &mut Ctx, lease: i64) {
     let r = cx
         .put(
-            "ignore_lease on a leased key",
+            "ignore_lease on an existing key",
             "e/l",
             "new",
             Some(PutOptions::new().with_ignore_lease()),
@@ -2246,8 +2364,52 @@ async fn errors_leave_store_unchanged(mut cx: Ctx) -> Ctx {
         "ignore_lease on an existing key must pass".into()
     });
     let r = cx.get("e/l after ignore_lease", "e/l", None).await;
-    let lease = r.and_then(|r| r.kvs().first().map(|kv| kv.lease()));
-    cx.expect("ignore_lease keeps the lease", lease, Some(l0));
+    let got = r.and_then(|r| r.kvs().first().map(|kv| kv.lease()));
+    cx.expect("ignore_lease keeps the lease", got, Some(lease));
+}
+
+/// [`errors_leave_store_unchanged`] with e/l attached to a lease: a rejected put on it (a lease
+/// given with ignore_lease) leaves the key and its lease unchanged; ignore_lease keeps the lease.
+async fn errors_leave_store_unchanged_with_leases(mut cx: Ctx) -> Ctx {
+    for (k, v) in [
+        ("e/a", "1"),
+        ("e/b", "2"),
+        ("e/c", "3"),
+        ("e/a", "4"),
+        ("e/b", "5"),
+        ("e/d", "6"),
+    ] {
+        cx.put(&format!("put {k}"), k, v, None).await; // revisions 2..=7
+    }
+    let l0 = cx.grant("grant L0").await;
+    cx.put(
+        "put e/l with L0",
+        "e/l",
+        "l",
+        Some(PutOptions::new().with_lease(l0)),
+    )
+    .await; // 8
+    let before = cx.state().await;
+    let r =
+        cx.c.put(
+            "e/l",
+            "v",
+            Some(
+                PutOptions::new()
+                    .with_ignore_lease()
+                    .with_lease(NO_SUCH_LEASE),
+            ),
+        )
+        .await;
+    cx.expect_err(
+        "lease with ignore_lease",
+        r,
+        "InvalidArgument",
+        "etcdserver: lease is provided",
+    );
+    cx.expect_unchanged("lease with ignore_lease", &before)
+        .await;
+    ignore_lease_keeps_the_lease(&mut cx, l0).await;
     cx.rec_state("final").await;
     cx
 }
