@@ -12,8 +12,8 @@
 //!
 //! What needs the Lease service (granting and revoking leases, keys attached to a lease, LEASE
 //! compares on leased keys) lives in separate `<scenario>_with_leases` scenarios, so that the rest
-//! runs against cairn before it has leases. Their `etcd` tests always run; their `cairn` tests
-//! are ignored until cairn has the Lease service, and must then pass unchanged.
+//! ran against cairn before it had leases. Both their `etcd` and `cairn` tests run now that
+//! cairn has the Lease service.
 
 use cairn_tests::{Kind, Server};
 use etcd_client::{
@@ -207,13 +207,9 @@ scenario_tests!(
 
 // The parts of the scenarios above that need the Lease service.
 scenario_tests!(
-    #[ignore = "needs the Lease service (issue 3)"]
     revision_rules_with_leases,
-    #[ignore = "needs the Lease service (issue 3)"]
     txn_compares_with_leases,
-    #[ignore = "needs the Lease service (issue 3)"]
     txn_nested_responses_with_leases,
-    #[ignore = "needs the Lease service (issue 3)"]
     errors_leave_store_unchanged_with_leases,
 );
 

@@ -903,7 +903,6 @@ async fn lease_restart(kind: Kind) -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the Lease service (issue 3)"]
 async fn clean_sigterm_restart_keeps_leases() {
     let _serial = SERIAL.lock().await;
     tokio::time::timeout(Duration::from_secs(60), lease_restart(Kind::Cairn))

@@ -115,7 +115,7 @@ fn health_version_and_metrics() {
     }
 }
 
-/// An RPC cairn has not built yet (Lease, Watch) must answer `Unimplemented`, never a fake
+/// An RPC cairn has not built yet (Auth, Watch) must answer `Unimplemented`, never a fake
 /// success. Update this test to the next unbuilt RPC when these are built.
 #[test]
 fn unbuilt_rpcs_answer_unimplemented() {
@@ -123,11 +123,11 @@ fn unbuilt_rpcs_answer_unimplemented() {
         return;
     }
     let server = start_retrying_ports(Kind::Cairn, &[], &[]).unwrap();
-    let out = server.etcdctl(&["lease", "grant", "10"]);
+    let out = server.etcdctl(&["user", "list"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("code = Unimplemented"),
-        "etcdctl lease grant must fail with Unimplemented: exit {}, stdout {:?}, stderr {err:?}",
+        "etcdctl user list must fail with Unimplemented: exit {}, stdout {:?}, stderr {err:?}",
         out.status,
         String::from_utf8_lossy(&out.stdout)
     );
@@ -142,13 +142,13 @@ fn unbuilt_rpcs_answer_unimplemented() {
             etcd_client::Error::GRpcStatus(s) => format!("{:?}", s.code()),
             other => format!("not a gRPC status: {other}"),
         };
-        let grant = tokio::time::timeout(Duration::from_secs(10), client.lease_grant(10, None))
+        let users = tokio::time::timeout(Duration::from_secs(10), client.user_list())
             .await
             .expect("an answer in time");
         assert_eq!(
-            grant.map(|r| r.id()).map_err(code),
+            users.map(|r| r.users().len()).map_err(code),
             Err("Unimplemented".to_string()),
-            "LeaseGrant"
+            "UserList"
         );
         let watch = tokio::time::timeout(Duration::from_secs(10), async {
             let mut stream = client.watch("k", None).await?;

@@ -86,7 +86,7 @@ impl<'s> WriteBatch<'s> {
     }
 
     /// Runs one request as the next revision: kept if it changed something, undone on error.
-    fn with_revision<T>(
+    pub(crate) fn with_revision<T>(
         &mut self,
         f: impl FnOnce(&mut Revision<'_>) -> Result<T, MvccError>,
     ) -> Result<T, MvccError> {
@@ -124,17 +124,20 @@ impl<'s> WriteBatch<'s> {
         }
     }
 
-    /// etcd Put: a lease other than 0 must exist (`LeaseNotFound`), `ignore_value` /
-    /// `ignore_lease` need the key (`KeyNotFound`). Always one new revision.
+    /// etcd Put: a lease other than 0 must be granted in the `leases` table or accepted by
+    /// `leases` (`LeaseNotFound`), `ignore_value` / `ignore_lease` need the key
+    /// (`KeyNotFound`). Always one new revision.
     pub fn put(
         &mut self,
         req: &PutRequest,
         leases: &dyn LeaseCheck,
     ) -> Result<PutResponse, MvccError> {
-        if req.lease != 0 && !leases.lease_exists(req.lease) {
-            return Err(MvccError::LeaseNotFound);
-        }
-        self.with_revision(|rev| rev.put(req))
+        self.with_revision(|rev| {
+            if req.lease != 0 && !rev.lease_granted(req.lease)? && !leases.lease_exists(req.lease) {
+                return Err(MvccError::LeaseNotFound);
+            }
+            rev.put(req)
+        })
     }
 
     /// etcd DeleteRange: a new revision when at least one key was deleted.
@@ -146,12 +149,17 @@ impl<'s> WriteBatch<'s> {
     }
 
     /// etcd Txn: one new revision when any op changed something; on error nothing is written.
+    /// Leases of puts are checked as in [`WriteBatch::put`].
     pub fn txn(
         &mut self,
         req: &TxnRequest,
         leases: &dyn LeaseCheck,
     ) -> Result<TxnResponse, MvccError> {
-        self.with_revision(|rev| txn::run(rev, req, leases))
+        self.with_revision(|rev| {
+            let granted = crate::lease::granted_in_txn(rev, req)?;
+            let known = |id: i64| granted.contains(&id) || leases.lease_exists(id);
+            txn::run(rev, req, &known)
+        })
     }
 
     /// A Range that sees this batch's writes.

@@ -13,6 +13,7 @@ use crate::layout::{
     count_prefixes, history_value, history_value_inline, inv, LiveVersion, RecordView,
     VersionRecord, COUNTS, HISTORY, KIND_DELETE, KIND_PUT, VERSIONS,
 };
+use crate::lease::{LEASES, LEASE_KEYS};
 use crate::range::{header, View};
 use crate::read::{collect, get, CountDeltas, Span};
 
@@ -21,6 +22,10 @@ pub(crate) struct Tables<'t> {
     pub versions: Table<'t, (&'static [u8], u64), &'static [u8]>,
     pub history: Table<'t, (u64, u32), &'static [u8]>,
     pub counts: Table<'t, &'static [u8], u64>,
+    /// Granted leases (see `lease.rs`).
+    pub leases: Table<'t, i64, &'static [u8]>,
+    /// Keys attached to each lease.
+    pub lease_keys: Table<'t, (i64, &'static [u8]), ()>,
 }
 
 impl<'t> Tables<'t> {
@@ -30,12 +35,14 @@ impl<'t> Tables<'t> {
             versions: wtx.open_table(VERSIONS).ctx("opening versions")?,
             history: wtx.open_table(HISTORY).ctx("opening history")?,
             counts: wtx.open_table(COUNTS).ctx("opening counts")?,
+            leases: wtx.open_table(LEASES).ctx("opening leases")?,
+            lease_keys: wtx.open_table(LEASE_KEYS).ctx("opening lease_keys")?,
         })
     }
 }
 
 /// What to do to take one change back.
-enum Undo {
+pub(crate) enum Undo {
     /// Restore a `versions` row (or remove it when it did not exist).
     Version {
         key: Vec<u8>,
@@ -46,11 +53,19 @@ enum Undo {
     History { main: u64, sub: u32 },
     /// Restore a `history` row's value.
     HistoryValue { main: u64, sub: u32, prev: Vec<u8> },
+    /// Restore whether a `lease_keys` row exists.
+    LeaseKey {
+        lease: i64,
+        key: Vec<u8>,
+        present: bool,
+    },
+    /// Restore a `leases` row (or remove it when it did not exist).
+    Lease { id: i64, prev: Option<Vec<u8>> },
 }
 
 /// The revision after `base`, being written.
 pub(crate) struct Revision<'t> {
-    tables: Tables<'t>,
+    pub(crate) tables: Tables<'t>,
     /// The batch's count changes so far (for reads).
     pending: &'t CountDeltas,
     /// This revision's count changes.
@@ -59,7 +74,7 @@ pub(crate) struct Revision<'t> {
     compact: i64,
     sub: u32,
     events: Vec<Event>,
-    undo: Vec<Undo>,
+    pub(crate) undo: Vec<Undo>,
 }
 
 impl<'t> Revision<'t> {
@@ -203,6 +218,7 @@ impl<'t> Revision<'t> {
         };
         self.write_version(key, &record)?;
         self.write_history(KIND_PUT, key)?;
+        self.move_lease(key, prev.as_ref().map_or(0, |p| p.lease), lease)?;
         if prev.is_none() {
             self.bump_counts(key, 1);
         }
@@ -230,7 +246,7 @@ impl<'t> Revision<'t> {
     }
 
     /// Writes a tombstone for the live key-value `prev`.
-    fn write_delete(&mut self, prev: KeyValue) -> Result<(), MvccError> {
+    pub(crate) fn write_delete(&mut self, prev: KeyValue) -> Result<(), MvccError> {
         let rev = self.rev();
         self.write_version(
             &prev.key,
@@ -240,6 +256,7 @@ impl<'t> Revision<'t> {
             },
         )?;
         self.write_history(KIND_DELETE, &prev.key)?;
+        self.move_lease(&prev.key, prev.lease, 0)?;
         self.bump_counts(&prev.key, -1);
         let kv = KeyValue {
             key: prev.key.clone(),
@@ -355,6 +372,35 @@ impl<'t> Revision<'t> {
                         .insert((main, sub), prev.as_slice())
                         .ctx("undoing history")?;
                 }
+                Undo::LeaseKey {
+                    lease,
+                    key,
+                    present,
+                } => {
+                    let row = (lease, key.as_slice());
+                    if present {
+                        self.tables
+                            .lease_keys
+                            .insert(row, ())
+                            .ctx("undoing a lease key")?;
+                    } else {
+                        self.tables
+                            .lease_keys
+                            .remove(row)
+                            .ctx("undoing a lease key")?;
+                    }
+                }
+                Undo::Lease { id, prev } => match prev {
+                    Some(bytes) => {
+                        self.tables
+                            .leases
+                            .insert(id, bytes.as_slice())
+                            .ctx("undoing a lease")?;
+                    }
+                    None => {
+                        self.tables.leases.remove(id).ctx("undoing a lease")?;
+                    }
+                },
             }
         }
         Ok(())

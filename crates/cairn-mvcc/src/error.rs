@@ -21,9 +21,12 @@ pub enum MvccError {
     /// `ignore_value` / `ignore_lease` on a key that does not exist.
     #[error("key not found")]
     KeyNotFound,
-    /// A put names a lease the lessor does not know.
+    /// A put or a revoke names a lease that is not granted.
     #[error("requested lease not found")]
     LeaseNotFound,
+    /// A grant names a lease that is already granted.
+    #[error("lease already exists")]
+    LeaseExists,
     /// [`crate::Store::txn_read`] was given a txn that writes (or nests a txn).
     #[error("txn is not read-only")]
     NotReadOnly,

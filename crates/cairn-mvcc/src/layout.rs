@@ -7,6 +7,8 @@
 //! | `counts`   | prefix (`""` or ending in `/`)    | number of live keys under that prefix   |
 //! | `meta`     | name                              | `u64`                                   |
 //!
+//! The lease tables (`leases`, `lease_keys`) are described in `lease.rs`.
+//!
 //! Versions of one key sort newest first, so "latest version at or below R" is one seek to
 //! `(key, u64::MAX - R)`. A key written twice in one revision (a txn that puts a key and then
 //! deletes it with a "from key" range, which etcd's duplicate check lets through) keeps its

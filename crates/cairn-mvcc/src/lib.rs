@@ -12,7 +12,9 @@
 //! Layout (see `layout.rs`): `versions` keyed `(key, u64::MAX - revision)` so the latest
 //! version at or below a revision is one seek and a range is a forward scan; `history`
 //! `(revision, sub) → key` for compaction and watch replay; `counts` of live keys per
-//! `/`-prefix for a fast `count`; `meta` for the revisions and the applied index.
+//! `/`-prefix for a fast `count`; `meta` for the revisions and the applied index; `leases` and
+//! `lease_keys` (see `lease.rs`) for granted leases and the keys attached to each, kept by
+//! every put and delete, so a revoke never scans the keyspace.
 //!
 //! Responses carry a header holding only the revision etcd reports for them; the server fills
 //! in cluster, member and term.
@@ -22,6 +24,7 @@ mod change;
 mod compact;
 mod error;
 mod layout;
+mod lease;
 mod range;
 mod read;
 mod replay;
@@ -33,11 +36,14 @@ pub mod validate;
 
 pub use batch::{RevisionEvents, WriteBatch};
 pub use error::MvccError;
+pub use lease::{GrantedLeases, LeaseInfo};
 pub use store::{Store, StoreOptions};
 
-/// Whether a lease exists, asked by puts that attach one (the lessor lives in the server).
+/// Leases that count as existing for puts besides those granted in the store's `leases` table
+/// (for tools and tests writing keys under leases they never granted). A server passes
+/// [`GrantedLeases`], which adds none.
 pub trait LeaseCheck {
-    /// True when lease `id` is currently granted.
+    /// True when lease `id` should count as granted although the `leases` table lacks it.
     fn lease_exists(&self, id: i64) -> bool;
 }
 

@@ -80,18 +80,23 @@ impl Store {
             .create(path)
             .ctx("opening the database")?;
         let mut wtx = db.begin_write().ctx("initialising the database")?;
+        // Files written before leases existed get the lease tables now.
+        let lease_tables_missing = crate::lease::tables_missing(&wtx)?;
         let (marks, fresh) = {
             let mut meta = wtx.open_table(META).ctx("opening meta")?;
             wtx.open_table(VERSIONS).ctx("opening versions")?;
             wtx.open_table(HISTORY).ctx("opening history")?;
             wtx.open_table(COUNTS).ctx("opening counts")?;
+            wtx.open_table(crate::lease::LEASES).ctx("opening leases")?;
+            wtx.open_table(crate::lease::LEASE_KEYS)
+                .ctx("opening lease_keys")?;
             let fresh = meta.get(META_CURRENT_REV).ctx("reading meta")?.is_none();
             if fresh {
                 meta.insert(META_CURRENT_REV, 1).ctx("initialising meta")?;
             }
             (read_marks(&meta)?, fresh)
         };
-        if fresh {
+        if fresh || lease_tables_missing {
             set_durability(&mut wtx, true)?;
             wtx.commit().ctx("initialising the database")?;
         } else {
@@ -241,6 +246,7 @@ impl Store {
             .ctx("opening meta")?
             .stats()
             .ctx("measuring meta")?);
+        bytes += crate::lease::stored_bytes(&rtx)?;
         self.in_use.store(bytes, Ordering::Relaxed);
         Ok(bytes)
     }

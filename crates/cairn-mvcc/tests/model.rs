@@ -1,7 +1,8 @@
-//! Model-based test: random sequences of put / delete / txn / range / compact (plus commits,
-//! aborts, compaction steps and reopens) run against the store and against a plain in-memory
-//! model of etcd's semantics, written after etcd's `apply.go` and `mvcc` code; every response,
-//! every error, every revision and every batch's events must match.
+//! Model-based test: random sequences of put / delete / txn / range / compact / lease grant /
+//! revoke / checkpoint (plus commits, aborts, compaction steps and reopens) run against the
+//! store and against a plain in-memory model of etcd's semantics, written after etcd's
+//! `apply.go`, `mvcc` and `lessor` code; every response, every error, every revision, every
+//! batch's events, the granted leases and the keys attached to each must match.
 
 use std::collections::BTreeMap;
 
@@ -17,7 +18,7 @@ use cairn_api::etcdserverpb::{
 };
 use cairn_api::mvccpb::{event::EventType, Event, KeyValue};
 use cairn_mvcc::{
-    validate, LeaseCheck, MvccError, RevisionEvents, Store, StoreOptions, WriteBatch,
+    validate, GrantedLeases, LeaseInfo, MvccError, RevisionEvents, Store, StoreOptions, WriteBatch,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -31,6 +32,7 @@ enum Err {
     FutureRev,
     KeyNotFound,
     LeaseNotFound,
+    LeaseExists,
 }
 
 fn err_of(e: MvccError) -> Err {
@@ -39,15 +41,8 @@ fn err_of(e: MvccError) -> Err {
         MvccError::FutureRev => Err::FutureRev,
         MvccError::KeyNotFound => Err::KeyNotFound,
         MvccError::LeaseNotFound => Err::LeaseNotFound,
+        MvccError::LeaseExists => Err::LeaseExists,
         other => panic!("unexpected store error: {other}"),
-    }
-}
-
-/// Leases 1 and 2 exist.
-struct Leases;
-impl LeaseCheck for Leases {
-    fn lease_exists(&self, id: i64) -> bool {
-        id == 1 || id == 2
     }
 }
 
@@ -64,6 +59,8 @@ struct Model {
     rev: i64,
     compact: i64,
     hist: BTreeMap<Vec<u8>, Vec<(i64, Option<KeyValue>)>>,
+    /// Granted leases: id → (ttl, checkpointed remaining ttl).
+    leases: BTreeMap<i64, (i64, i64)>,
 }
 
 impl Model {
@@ -72,7 +69,49 @@ impl Model {
             rev: 1,
             compact: -1,
             hist: BTreeMap::new(),
+            leases: BTreeMap::new(),
         }
+    }
+
+    /// The live keys whose latest version carries lease `id`, in key order.
+    fn lease_keys(&self, id: i64) -> Vec<Vec<u8>> {
+        self.kvs(&[0], &[0], self.rev)
+            .into_iter()
+            .filter(|kv| kv.lease == id)
+            .map(|kv| kv.key)
+            .collect()
+    }
+
+    /// The leases as the store lists them.
+    fn lease_infos(&self) -> Vec<LeaseInfo> {
+        self.leases
+            .iter()
+            .map(|(&id, &(ttl, remaining_ttl))| LeaseInfo {
+                id,
+                ttl,
+                remaining_ttl,
+            })
+            .collect()
+    }
+
+    /// etcd's lessor Revoke: the lease's keys deleted in key order in one write transaction
+    /// (no revision when there are none), then the lease removed.
+    fn revoke(&mut self, id: i64) -> Result<Option<RevisionEvents>, Err> {
+        if !self.leases.contains_key(&id) {
+            return Err(Err::LeaseNotFound);
+        }
+        let doomed: Vec<KeyValue> = self
+            .kvs(&[0], &[0], self.rev)
+            .into_iter()
+            .filter(|kv| kv.lease == id)
+            .collect();
+        let mut w = W::new(self);
+        for kv in doomed {
+            w.delete_raw(kv);
+        }
+        let events = w.end();
+        self.leases.remove(&id);
+        Ok(events)
     }
 
     fn get(&self, key: &[u8], at: i64) -> Option<KeyValue> {
@@ -445,7 +484,7 @@ fn model_txn(
                 if (p.ignore_value || p.ignore_lease) && m.get(&p.key, m.rev).is_none() {
                     return Err(Err::KeyNotFound);
                 }
-                if p.lease != 0 && !Leases.lease_exists(p.lease) {
+                if p.lease != 0 && !m.leases.contains_key(&p.lease) {
                     return Err(Err::LeaseNotFound);
                 }
             }
@@ -706,6 +745,9 @@ enum Op {
     Commit(bool),
     Abort,
     Reopen,
+    Grant(i64, i64),
+    Revoke(i64),
+    Checkpoint(i64, i64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -759,6 +801,9 @@ fn op() -> impl Strategy<Value = Op> {
         3 => prop::bool::weighted(0.1).prop_map(Op::Commit),
         1 => Just(Op::Abort),
         1 => Just(Op::Reopen),
+        3 => (1i64..4, 1i64..100).prop_map(|(id, ttl)| Op::Grant(id, ttl)),
+        2 => (0i64..4).prop_map(Op::Revoke),
+        1 => (0i64..4, 0i64..100).prop_map(|(id, r)| Op::Checkpoint(id, r)),
     ]
 }
 
@@ -823,9 +868,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         continue;
                     }
                     let b = batch.get_or_insert_with(|| store.begin_write().unwrap());
-                    let got = b.put(p, &Leases).map_err(err_of);
+                    let got = b.put(p, &GrantedLeases).map_err(err_of);
                     let mut next = runner.working.clone();
-                    let want = if p.lease != 0 && !Leases.lease_exists(p.lease) {
+                    let want = if p.lease != 0 && !next.leases.contains_key(&p.lease) {
                         Err(Err::LeaseNotFound)
                     } else {
                         let mut w = W::new(&mut next);
@@ -859,7 +904,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         continue;
                     }
                     let b = batch.get_or_insert_with(|| store.begin_write().unwrap());
-                    let got = b.txn(&t, &Leases).map_err(err_of);
+                    let got = b.txn(&t, &GrantedLeases).map_err(err_of);
                     match model_txn(&runner.working, &t) {
                         Ok((resp, next, events)) => {
                             runner.working = next;
@@ -919,10 +964,59 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     runner.working = runner.committed.clone();
                     runner.pending.clear();
                 }
+                Op::Grant(id, ttl) => {
+                    let b = batch.get_or_insert_with(|| store.begin_write().unwrap());
+                    let got = b.lease_grant(*id, *ttl).map_err(err_of);
+                    let m = &mut runner.working;
+                    let want = if m.leases.contains_key(id) {
+                        Err(Err::LeaseExists)
+                    } else {
+                        m.leases.insert(*id, (*ttl, 0));
+                        Ok(())
+                    };
+                    prop_assert_eq!(got, want);
+                    prop_assert_eq!(b.revision(), runner.working.rev);
+                }
+                Op::Revoke(id) => {
+                    let b = batch.get_or_insert_with(|| store.begin_write().unwrap());
+                    let got = b.lease_revoke(*id).map_err(err_of);
+                    match runner.working.revoke(*id) {
+                        Ok(events) => {
+                            runner.pending.extend(events);
+                            prop_assert_eq!(got, Ok(()));
+                        }
+                        Err(e) => prop_assert_eq!(got, Err(e)),
+                    }
+                    prop_assert_eq!(b.revision(), runner.working.rev);
+                }
+                Op::Checkpoint(id, remaining) => {
+                    let b = batch.get_or_insert_with(|| store.begin_write().unwrap());
+                    let got = b.lease_checkpoint(*id, *remaining).map_err(err_of);
+                    let want = match runner.working.leases.get_mut(id) {
+                        Some(lease) => {
+                            lease.1 = *remaining;
+                            true
+                        }
+                        None => false,
+                    };
+                    prop_assert_eq!(got, Ok(want));
+                }
                 Op::Reopen => unreachable!("segments are split at reopens"),
             }
         }
         runner.commit(batch.take(), false)?;
+        // The lease tables agree with the model: the granted leases, and the keys attached to
+        // each (unknown ids included).
+        let m = &runner.committed;
+        prop_assert_eq!(store.leases().unwrap(), m.lease_infos());
+        for id in 1..5 {
+            prop_assert_eq!(
+                store.lease_keys(id).unwrap(),
+                m.lease_keys(id),
+                "lease {}",
+                id
+            );
+        }
         // Watch replay gives back exactly what the commits returned.
         let m = &runner.committed;
         let kept: Vec<RevisionEvents> = runner

@@ -10,10 +10,14 @@
 
 use crate::core::Core;
 use crate::errors::mvcc_error;
+use crate::lease::PendingLessor;
 use cairn_api::cairnpb::{internal_request::Request, InternalRequest};
-use cairn_api::etcdserverpb::{CompactionResponse, DeleteRangeResponse, PutResponse, TxnResponse};
+use cairn_api::etcdserverpb::{
+    CompactionResponse, DeleteRangeResponse, LeaseCheckpointResponse, LeaseGrantResponse,
+    LeaseRevokeResponse, PutResponse, TxnResponse,
+};
 use cairn_api::EtcdError;
-use cairn_mvcc::{LeaseCheck, MvccError, WriteBatch};
+use cairn_mvcc::{GrantedLeases, MvccError, WriteBatch};
 use cairn_raft::node::CommittedEntries;
 use prost::Message as _;
 use raft::eraftpb::EntryType;
@@ -39,19 +43,16 @@ pub enum Applied {
     Txn(TxnResponse),
     /// Compaction's response.
     Compaction(CompactionResponse),
+    /// LeaseGrant's response.
+    LeaseGrant(LeaseGrantResponse),
+    /// LeaseRevoke's response.
+    LeaseRevoke(LeaseRevokeResponse),
+    /// LeaseCheckpoint's response.
+    LeaseCheckpoint(LeaseCheckpointResponse),
 }
 
 /// The outcome a waiting client receives: the response and the store revision after it.
 pub type ApplyResult = Result<(Applied, i64), EtcdError>;
-
-/// Until leases exist (they arrive with the Lease service) no lease id is valid.
-struct NoLeases;
-
-impl LeaseCheck for NoLeases {
-    fn lease_exists(&self, _id: i64) -> bool {
-        false
-    }
-}
 
 /// Why the apply thread stopped on its own; fatal for the server.
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +160,7 @@ fn apply_batch(
         compaction_scheduled: false,
     };
     let mut term = 0;
+    let mut leases = PendingLessor::new(core);
     for committed in batch {
         for entry in committed.entries {
             // Entries at or below the durable applied index are replays of what the store
@@ -168,6 +170,9 @@ fn apply_batch(
             }
             out.applied = entry.index;
             term = entry.term;
+            if entry.get_entry_type() == EntryType::EntryNormal && entry.data.is_empty() {
+                leases.empty_entry(core, entry.term);
+            }
             if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
                 continue;
             }
@@ -189,16 +194,18 @@ fn apply_batch(
                     out.physical.push(id);
                 }
             }
-            let result = apply_request(&mut wb, req, &mut out.compaction_scheduled);
+            let result = apply_request(&mut wb, req, &mut out.compaction_scheduled, &mut leases);
             out.results.push((id, result));
         }
     }
     if out.applied > already {
         wb.set_applied_index(out.applied, term);
     }
-    // The events of each revision are what the watch hub will fan out; until it exists
-    // nobody subscribes to them.
-    let _events = wb.commit(durable)?;
+    let events = wb.commit(durable)?;
+    // Watchers get a revision before its writer is answered, so a client that watches from
+    // an acknowledged revision never misses it.
+    core.watch.publish(&events);
+    leases.commit(core);
     core.set_applied_index(out.applied);
     Ok(out)
 }
@@ -207,17 +214,21 @@ fn apply_request(
     wb: &mut WriteBatch<'_>,
     req: Request,
     compaction_scheduled: &mut bool,
+    leases: &mut PendingLessor,
 ) -> ApplyResult {
     let applied = match req {
-        Request::Put(r) => Applied::Put(wb.put(&r, &NoLeases).map_err(mvcc_error)?),
+        Request::Put(r) => Applied::Put(wb.put(&r, &GrantedLeases).map_err(mvcc_error)?),
         Request::DeleteRange(r) => Applied::DeleteRange(wb.delete_range(&r).map_err(mvcc_error)?),
-        Request::Txn(r) => Applied::Txn(wb.txn(&r, &NoLeases).map_err(mvcc_error)?),
+        Request::Txn(r) => Applied::Txn(wb.txn(&r, &GrantedLeases).map_err(mvcc_error)?),
         Request::Compaction(r) => {
             wb.compact(r.revision).map_err(mvcc_error)?;
             *compaction_scheduled = true;
             Applied::Compaction(CompactionResponse::default())
         }
-        Request::LeaseGrant(_) | Request::LeaseRevoke(_) | Request::Alarm(_) => {
+        req @ (Request::LeaseGrant(_) | Request::LeaseRevoke(_) | Request::LeaseCheckpoint(_)) => {
+            leases.apply(wb, req)?
+        }
+        Request::Alarm(_) => {
             // This member does not propose these yet; one written by a newer member is
             // answered as etcd answers a request it lacks the capability for.
             return Err(EtcdError::NotCapable);

@@ -72,6 +72,17 @@ pub struct ServerConfig {
     pub backend_cache_bytes: usize,
     /// `--max-concurrent-streams` per client connection.
     pub max_concurrent_streams: u32,
+    /// `--experimental-enable-lease-checkpoint`: the leader periodically records the remaining
+    /// TTL of long leases through raft. cairn's default: on (etcd's: off).
+    pub lease_checkpoint: bool,
+    /// `--experimental-enable-lease-checkpoint-persist`: checkpoints are also written to the
+    /// backend, so they survive restarts. cairn's default: on (etcd 3.4/3.5: off; always on in
+    /// 3.6).
+    pub lease_checkpoint_persist: bool,
+    /// `--lease-checkpoint-interval` (cairn's own; etcd's is a fixed 5 minutes).
+    pub lease_checkpoint_interval: Duration,
+    /// `--experimental-watch-progress-notify-interval` (0 = etcd's default, 10 minutes).
+    pub watch_progress_notify_interval: Duration,
 }
 
 impl ServerConfig {
@@ -102,6 +113,10 @@ impl ServerConfig {
             strict_reconfig_check: true,
             backend_cache_bytes: 256 << 20,
             max_concurrent_streams: u32::MAX,
+            lease_checkpoint: true,
+            lease_checkpoint_persist: true,
+            lease_checkpoint_interval: Duration::from_secs(300),
+            watch_progress_notify_interval: Duration::from_secs(600),
         }
     }
 

@@ -39,6 +39,10 @@ pub struct Core {
     pub members: Vec<Member>,
     /// The cluster id.
     pub cluster_id: u64,
+    /// Leases and their expiry (`lease/`).
+    pub lessor: crate::lease::Lessor,
+    /// Every watcher; the apply thread publishes each commit's events to it.
+    pub watch: Arc<crate::watch::Hub>,
     applied: watch::Sender<u64>,
 }
 
@@ -55,6 +59,11 @@ impl Core {
     ) -> Self {
         Core {
             ids: RequestIds::new(member.id),
+            lessor: crate::lease::Lessor::new(crate::lease::lessor_config(&cfg)),
+            watch: Arc::new(crate::watch::Hub::new(
+                store.clone(),
+                crate::watch::HubLimits::default(),
+            )),
             cfg,
             store,
             node,
@@ -69,6 +78,13 @@ impl Core {
     /// Highest raft index applied to the store.
     pub fn applied_index(&self) -> u64 {
         *self.applied.borrow()
+    }
+
+    /// Waits until the applied index reaches `index`; false when the apply side stopped.
+    pub async fn wait_applied(&self, index: u64) -> bool {
+        let mut applied = self.applied.subscribe();
+        let reached = applied.wait_for(|a| *a >= index).await.is_ok();
+        reached
     }
 
     /// Publishes a new applied index to readers waiting on it and to raft.

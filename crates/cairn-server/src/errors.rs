@@ -14,6 +14,7 @@ pub fn mvcc_error(e: MvccError) -> EtcdError {
         MvccError::FutureRev => EtcdError::FutureRev,
         MvccError::KeyNotFound => EtcdError::KeyNotFound,
         MvccError::LeaseNotFound => EtcdError::LeaseNotFound,
+        MvccError::LeaseExists => EtcdError::LeaseExist,
         other
         @ (MvccError::NotReadOnly | MvccError::Storage { .. } | MvccError::Corrupt { .. }) => {
             tracing::error!(error = %other, "backend error");

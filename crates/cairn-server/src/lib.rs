@@ -6,11 +6,14 @@ pub mod apply;
 pub mod config;
 pub mod core;
 pub mod errors;
+pub mod h2_authority;
 pub mod http;
+pub mod lease;
 pub mod membership;
 pub mod server;
 pub mod services;
 pub mod waiters;
+pub mod watch;
 
 pub use config::{ClusterState, ServerConfig};
 pub use server::{start, RunningServer, ServerError};

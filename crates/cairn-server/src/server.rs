@@ -5,7 +5,9 @@ use crate::apply::{apply_loop, ApplyError};
 use crate::config::{ClusterState, ServerConfig, ETCD_CLUSTER_VERSION};
 use crate::core::Core;
 use crate::membership::{cluster_id, member_id, Member};
-use crate::services::{cluster::ClusterService, kv::KvService, maintenance::MaintenanceService};
+use crate::services::{
+    cluster::ClusterService, kv::KvService, lease::LeaseService, maintenance::MaintenanceService,
+};
 use cairn_api::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
     lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
@@ -270,6 +272,13 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
         cid,
         applied,
     ));
+    // etcd recovers its lessor from the backend before applying anything.
+    let leases = core.store.leases().map_err(|source| ServerError::Backend {
+        path: backend_path.display().to_string(),
+        source,
+    })?;
+    tracing::info!(leases = leases.len(), "recovered leases");
+    core.lessor.recover(leases);
     let apply_core = core.clone();
     let apply_thread = std::thread::Builder::new()
         .name("apply".into())
@@ -290,6 +299,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
     );
 
     let (stop_serving, stop_rx) = watch::channel(false);
+    crate::lease::expiry::spawn(core.clone(), stop_rx.clone());
     let mut listeners = JoinSet::new();
     let mut client_addrs = Vec::new();
     for url in &cfg.listen_client_urls {
@@ -312,7 +322,17 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
         let mut stop = stop_rx.clone();
         let url = url.clone();
         listeners.spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            // Every connection goes through the :authority normalizer (etcd clients send
+            // values h2 would reject), with Nagle off as etcd's gRPC server has it.
+            let incoming = tokio_stream::StreamExt::map(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                |conn| {
+                    conn.and_then(|stream| {
+                        stream.set_nodelay(true)?;
+                        Ok(crate::h2_authority::AuthorityNormalizer::new(stream))
+                    })
+                },
+            );
             router
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stop.wait_for(|s| *s).await;
@@ -350,8 +370,12 @@ fn grpc_router(core: &Arc<Core>) -> tonic::transport::server::Router {
                 .max_decoding_message_size(limit),
         )
         .add_service(ClusterServer::new(ClusterService::new(core.clone())))
-        .add_service(WatchServer::new(crate::services::Unbuilt))
-        .add_service(LeaseServer::new(crate::services::Unbuilt))
+        .add_service(
+            WatchServer::new(crate::services::watch::WatchService::new(core.clone()))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(LeaseServer::new(LeaseService::new(core.clone())))
         .add_service(AuthServer::new(crate::services::Unbuilt));
     let axum_router = routes
         .routes()

@@ -126,6 +126,26 @@ pub struct Flags {
     /// cairn: the backend's page cache size in bytes.
     #[arg(long, env = "ETCD_BACKEND_CACHE_SIZE", default_value_t = 256 << 20)]
     pub backend_cache_size: usize,
+    /// Enable the leader to checkpoint long leases' remaining TTLs through raft, so a restart or
+    /// a new leader does not restart them from their full TTL (cairn's default: true; etcd's:
+    /// false).
+    #[arg(long, env = "ETCD_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT", default_value = "true", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub experimental_enable_lease_checkpoint: bool,
+    /// Persist checkpointed remaining TTLs in the backend so they survive restarts (cairn's
+    /// default: true; etcd 3.4/3.5: false). Requires lease checkpoints.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT_PERSIST", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub experimental_enable_lease_checkpoint_persist: Option<bool>,
+    /// cairn: time between two checkpoints of a lease (Go duration: 5m, 30s, 1m30s).
+    #[arg(long, env = "ETCD_LEASE_CHECKPOINT_INTERVAL", default_value = "5m0s")]
+    pub lease_checkpoint_interval: String,
+    /// Duration of periodic watch progress notifications (Go duration: 10m0s, 5s, 100ms; 0 or
+    /// negative keeps the default, below 100ms is raised to 100ms).
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        default_value = "10m0s"
+    )]
+    pub experimental_watch_progress_notify_interval: String,
 
     /// Not implemented yet (refused unless etcd's default).
     #[command(flatten)]
@@ -224,16 +244,8 @@ pub struct Unbuilt {
     experimental_initial_corrupt_check: Option<String>,
     #[arg(long, env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME", hide = true)]
     experimental_corrupt_check_time: Option<String>,
-    #[arg(long, env = "ETCD_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT", hide = true, num_args = 0..=1, default_missing_value = "true")]
-    experimental_enable_lease_checkpoint: Option<String>,
     #[arg(long, env = "ETCD_EXPERIMENTAL_COMPACTION_BATCH_LIMIT", hide = true)]
     experimental_compaction_batch_limit: Option<String>,
-    #[arg(
-        long,
-        env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
-        hide = true
-    )]
-    experimental_watch_progress_notify_interval: Option<String>,
     #[arg(long, env = "ETCD_EXPERIMENTAL_WARNING_APPLY_DURATION", hide = true)]
     experimental_warning_apply_duration: Option<String>,
 }
@@ -241,7 +253,7 @@ pub struct Unbuilt {
 impl Unbuilt {
     /// Fails naming the first flag set to something other than etcd's default.
     pub fn refuse(&self) -> Result<()> {
-        let given: [(&str, &Option<String>, &[&str]); 48] = [
+        let given: [(&str, &Option<String>, &[&str]); 46] = [
             (
                 "initial-election-tick-advance",
                 &self.initial_election_tick_advance,
@@ -335,19 +347,9 @@ impl Unbuilt {
                 &["0s", "0"],
             ),
             (
-                "experimental-enable-lease-checkpoint",
-                &self.experimental_enable_lease_checkpoint,
-                &["false"],
-            ),
-            (
                 "experimental-compaction-batch-limit",
                 &self.experimental_compaction_batch_limit,
                 &["1000"],
-            ),
-            (
-                "experimental-watch-progress-notify-interval",
-                &self.experimental_watch_progress_notify_interval,
-                &["10m0s", "10m"],
             ),
             (
                 "experimental-warning-apply-duration",
@@ -364,6 +366,43 @@ impl Unbuilt {
         }
         Ok(())
     }
+}
+
+/// Parses a Go duration such as `5m0s`, `90s`, `1h30m` or `1.5s` (units h, m, s, ms, us/µs,
+/// ns; a bare `0` is zero).
+fn parse_go_duration(s: &str) -> Result<Duration> {
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut rest = s;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        bail!("empty duration");
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| anyhow!("missing unit in duration {s:?}"))?;
+        let value: f64 = rest[..num_len]
+            .parse()
+            .map_err(|_| anyhow!("invalid duration {s:?}"))?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            unit => bail!("unknown unit {unit:?} in duration {s:?}"),
+        };
+        total += value * scale;
+        rest = &rest[unit_len..];
+    }
+    Ok(Duration::from_secs_f64(total))
 }
 
 fn split_urls(s: &str) -> Vec<String> {
@@ -535,6 +574,31 @@ impl Flags {
         cfg.strict_reconfig_check = self.strict_reconfig_check;
         cfg.backend_cache_bytes = self.backend_cache_size;
         cfg.max_concurrent_streams = self.max_concurrent_streams;
+        if self.experimental_enable_lease_checkpoint_persist == Some(true)
+            && !self.experimental_enable_lease_checkpoint
+        {
+            bail!("setting experimental-enable-lease-checkpoint-persist requires experimental-enable-lease-checkpoint");
+        }
+        cfg.lease_checkpoint = self.experimental_enable_lease_checkpoint;
+        cfg.lease_checkpoint_persist = self.experimental_enable_lease_checkpoint
+            && self.experimental_enable_lease_checkpoint_persist != Some(false);
+        cfg.lease_checkpoint_interval = parse_go_duration(&self.lease_checkpoint_interval)
+            .with_context(|| {
+                format!(
+                    "--lease-checkpoint-interval={}",
+                    self.lease_checkpoint_interval
+                )
+            })?;
+        if cfg.lease_checkpoint_interval.is_zero() {
+            bail!("--lease-checkpoint-interval must be positive");
+        }
+        let interval = &self.experimental_watch_progress_notify_interval;
+        // Go accepts a sign; etcd ignores an interval that is not positive.
+        cfg.watch_progress_notify_interval = match interval.strip_prefix('-') {
+            Some(magnitude) => parse_go_duration(magnitude).map(|_| Duration::ZERO),
+            None => parse_go_duration(interval.strip_prefix('+').unwrap_or(interval)),
+        }
+        .with_context(|| format!("--experimental-watch-progress-notify-interval={interval}"))?;
         if cfg.listen_client_urls.is_empty() {
             bail!("--listen-client-urls must name at least one URL");
         }
@@ -572,6 +636,95 @@ mod tests {
         );
         let f = Flags::try_parse_from(["cairn", "--auto-compaction-retention=0"]).unwrap();
         assert!(f.into_config().is_ok());
+    }
+
+    #[test]
+    fn lease_checkpoint_flags() {
+        let cfg = Flags::try_parse_from(["cairn"])
+            .unwrap()
+            .into_config()
+            .unwrap();
+        assert!(cfg.lease_checkpoint && cfg.lease_checkpoint_persist);
+        assert_eq!(cfg.lease_checkpoint_interval, Duration::from_secs(300));
+        let cfg = Flags::try_parse_from([
+            "cairn",
+            "--experimental-enable-lease-checkpoint=false",
+            "--lease-checkpoint-interval=1m30s",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        assert!(!cfg.lease_checkpoint && !cfg.lease_checkpoint_persist);
+        assert_eq!(cfg.lease_checkpoint_interval, Duration::from_secs(90));
+        let cfg = Flags::try_parse_from([
+            "cairn",
+            "--experimental-enable-lease-checkpoint",
+            "--experimental-enable-lease-checkpoint-persist=false",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        assert!(cfg.lease_checkpoint && !cfg.lease_checkpoint_persist);
+        let err = Flags::try_parse_from([
+            "cairn",
+            "--experimental-enable-lease-checkpoint=false",
+            "--experimental-enable-lease-checkpoint-persist",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("requires experimental-enable-lease-checkpoint"));
+        for bad in ["0", "5", "5x", "-1s", ""] {
+            let f = Flags::try_parse_from(["cairn", &format!("--lease-checkpoint-interval={bad}")])
+                .unwrap();
+            assert!(f.into_config().is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            parse_go_duration("1.5s").unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(
+            parse_go_duration("2h0m0s").unwrap(),
+            Duration::from_secs(7200)
+        );
+        assert_eq!(
+            parse_go_duration("250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+    }
+
+    #[test]
+    fn watch_progress_notify_interval() {
+        let interval = |args: &[&str]| {
+            let mut all = vec!["cairn"];
+            all.extend_from_slice(args);
+            Flags::try_parse_from(all)
+                .unwrap()
+                .into_config()
+                .map(|c| c.watch_progress_notify_interval)
+        };
+        assert_eq!(interval(&[]).unwrap(), Duration::from_secs(600));
+        for (text, want) in [
+            ("10m0s", Duration::from_secs(600)),
+            ("5s", Duration::from_secs(5)),
+            ("100ms", Duration::from_millis(100)),
+            ("1m30s", Duration::from_secs(90)),
+            ("0", Duration::ZERO),
+            ("-5s", Duration::ZERO),
+        ] {
+            let flag = format!("--experimental-watch-progress-notify-interval={text}");
+            assert_eq!(interval(&[&flag]).unwrap(), want, "{text}");
+        }
+        for bad in ["5", "5x", "", "abc"] {
+            let flag = format!("--experimental-watch-progress-notify-interval={bad}");
+            let err = format!("{:#}", interval(&[&flag]).unwrap_err());
+            assert!(
+                err.contains("--experimental-watch-progress-notify-interval"),
+                "{bad:?}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -3,17 +3,15 @@
 
 pub mod cluster;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
+pub mod watch;
 
-use cairn_api::etcdserverpb::{auth_server::Auth, lease_server::Lease, watch_server::Watch};
+use cairn_api::etcdserverpb::auth_server::Auth;
 
 /// Stands for a service whose RPCs are not built yet: every call gets the generated
 /// `Unimplemented` answer.
 pub struct Unbuilt;
 
-#[tonic::async_trait]
-impl Watch for Unbuilt {}
-#[tonic::async_trait]
-impl Lease for Unbuilt {}
 #[tonic::async_trait]
 impl Auth for Unbuilt {}
