@@ -622,6 +622,7 @@ fn handover_under_concurrent_publishes_has_no_gap_and_no_duplicate() {
     let ranges = [("k", "l"), ("k1", ""), ("k2", "k4"), ("", "\0")];
     for (k, e) in ranges {
         f.create(s, spec(k, e, 0));
+        f.drain(s);
     }
     let mut with_prev = spec("k3", "", 0);
     with_prev.prev_kv = true;
