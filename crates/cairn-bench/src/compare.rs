@@ -44,6 +44,40 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a server may take to exit after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Servers running now, with their temporary dirs: what the signal handler cleans up if this
+/// program is interrupted (Drop does not run then).
+static LIVE: std::sync::Mutex<Vec<(u32, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
+fn live() -> std::sync::MutexGuard<'static, Vec<(u32, PathBuf)>> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// On SIGINT or SIGTERM: kill every server still running, remove their dirs, exit 130.
+fn spawn_cleanup_on_signal(rt: &tokio::runtime::Runtime) {
+    rt.spawn(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("interrupted: stopping the servers and removing their data dirs");
+        for (pid, dir) in live().drain(..) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            std::thread::sleep(Duration::from_millis(100));
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        std::process::exit(130);
+    });
+}
+
 /// A free TCP port on 127.0.0.1 (bound, then released).
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -120,6 +154,7 @@ impl Server {
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", self.bin.display()))?;
+        live().push((child.id(), self.dir.path().to_path_buf()));
         self.child = Some(child);
         loop {
             if health_ok(&self.client_addr) {
@@ -130,7 +165,9 @@ impl Server {
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                self.child = None;
+                if let Some(c) = self.child.take() {
+                    live().retain(|(pid, _)| *pid != c.id());
+                }
                 bail!(
                     "{} exited during startup ({st}); log tail:\n{}",
                     self.kind.name(),
@@ -172,6 +209,7 @@ impl Server {
         let Some(mut child) = self.child.take() else {
             return Ok(Duration::ZERO);
         };
+        live().retain(|(pid, _)| *pid != child.id());
         let t0 = Instant::now();
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
@@ -211,6 +249,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            live().retain(|(pid, _)| *pid != c.id());
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -262,6 +301,70 @@ fn health_ok(addr: &str) -> bool {
     text.starts_with("HTTP/1.1 200") && text.replace(' ', "").contains("\"health\":\"true\"")
 }
 
+/// Busy CPU ticks of the whole machine (`/proc/stat`: user, nice, system, irq, softirq, steal).
+fn machine_busy_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let f: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    Some(f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)? + f.get(7)?)
+}
+
+/// utime + stime of a process (`/proc/<pid>/stat` fields 14 and 15), in ticks.
+fn process_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Measures the CPU that processes other than the server and this program use during a phase.
+struct CpuMeter {
+    t0: Instant,
+    busy: Option<u64>,
+    server: Option<u64>,
+    me: Option<u64>,
+    pid: Option<u32>,
+}
+
+/// Clock ticks per second of `/proc` CPU times (`getconf CLK_TCK`; 100 on Linux).
+fn clk_tck() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+impl CpuMeter {
+    fn start(pid: Option<u32>) -> CpuMeter {
+        CpuMeter {
+            t0: Instant::now(),
+            busy: machine_busy_ticks(),
+            server: pid.and_then(|p| process_ticks(&p.to_string())),
+            me: process_ticks("self"),
+            pid,
+        }
+    }
+
+    /// Average cores used by everything else since `start`.
+    fn other_cores(&self) -> Option<f64> {
+        let busy = machine_busy_ticks()?.checked_sub(self.busy?)?;
+        let server = process_ticks(&self.pid?.to_string())?.saturating_sub(self.server?);
+        let me = process_ticks("self")?.saturating_sub(self.me?);
+        let secs = self.t0.elapsed().as_secs_f64();
+        if secs <= 0.0 {
+            return None;
+        }
+        Some((busy.saturating_sub(server + me) as f64 / clk_tck() / secs).max(0.0))
+    }
+}
+
 /// One server's figures for one table row. `None` = not measured for this row.
 #[derive(Clone, Debug, Default)]
 pub struct Cell {
@@ -279,6 +382,9 @@ pub struct Cell {
     pub disk: Option<u64>,
     /// Failed requests.
     pub errors: u64,
+    /// CPU used by processes other than the server and this program during the phase, in
+    /// cores (other work on the machine competes with the measurement).
+    pub other_cpu: Option<f64>,
     /// Why the row was not measured, or what to know about it.
     pub note: Option<String>,
 }
@@ -303,6 +409,7 @@ impl Cell {
             rss: None,
             disk: None,
             errors: r.errors,
+            other_cpu: None,
             note,
         }
     }
@@ -595,10 +702,15 @@ fn run_case(
         });
         rows.len() - 1
     };
-    let finish = |server: &Server, cell: &mut Cell| {
+    // Ends a phase: samples peak RSS, disk use and the CPU used by other processes, and starts
+    // measuring the next phase.
+    let finish = |server: &Server, cell: &mut Cell, meter: &mut CpuMeter| {
         cell.rss = server.peak_rss();
         cell.disk = Some(server.disk_usage());
+        cell.other_cpu = meter.other_cores();
+        *meter = CpuMeter::start(server.pid());
     };
+    let mut meter = CpuMeter::start(server.pid());
     let bench = |res: Result<Report, BenchError>| -> Cell {
         match res {
             Ok(r) => Cell::from_report(&r),
@@ -617,6 +729,7 @@ fn run_case(
         } => {
             if let Some(p) = prep {
                 rt.block_on(load(&ep, p.keys, p.val_size))?;
+                meter = CpuMeter::start(server.pid());
             }
             let c = with_endpoint(common, &ep);
             let res = rt.block_on(run(&c, workload));
@@ -626,7 +739,7 @@ fn run_case(
                 let extra = format!("{:.3} conflicts per update", per.unwrap_or(0.0));
                 cell.prepend_note(extra);
             }
-            finish(&server, &mut cell);
+            finish(&server, &mut cell, &mut meter);
             let i = row_for(rows, &case.id, &case.title);
             *rows[i].cell_mut(kind) = cell;
         }
@@ -634,20 +747,32 @@ fn run_case(
             let c = with_endpoint(common, &ep);
             let res = rt.block_on(watch_latency(&c, opts));
             let mut cell = bench(res.clone_report());
+            // The same deliveries timed from when each put was sent (etcd's tools/benchmark
+            // definition; unaffected by whether the event or the put's answer arrives first).
+            let mut sent = cell.clone();
             if let Ok(r) = &res {
                 let f = |k: &str| r.extra(k).and_then(Value::as_f64).unwrap_or(0.0);
-                let extra = format!(
-                    "ops/s = events delivered/s; from put sent: p50 {:.2} ms, p99 {:.2} ms; {} of {} events arrived before the put's ack",
-                    f("from_put_send_p50_ms"),
-                    f("from_put_send_p99_ms"),
+                cell.prepend_note(format!(
+                    "ops/s = events delivered/s; {} of {} events arrived before their put's answer (counted as 0)",
                     f("events_before_ack"),
                     f("events_received"),
-                );
-                cell.prepend_note(extra);
+                ));
+                sent.p50 = Some(Duration::from_secs_f64(f("from_put_send_p50_ms") / 1e3));
+                sent.p99 = Some(Duration::from_secs_f64(f("from_put_send_p99_ms") / 1e3));
+                sent.note = Some("same deliveries as the row above".into());
             }
-            finish(&server, &mut cell);
-            let i = row_for(rows, &case.id, &case.title);
+            finish(&server, &mut cell, &mut meter);
+            sent.rss = cell.rss;
+            sent.disk = cell.disk;
+            let title = format!("{}, timed from the put's answer", case.title);
+            let i = row_for(rows, &case.id, &title);
             *rows[i].cell_mut(kind) = cell;
+            let i = row_for(
+                rows,
+                &format!("{}-sent", case.id),
+                &format!("{}, timed from the put being sent", case.title),
+            );
+            *rows[i].cell_mut(kind) = sent;
         }
         CaseKind::Lease { common, opts } => {
             let c = with_endpoint(common, &ep);
@@ -661,7 +786,7 @@ fn run_case(
                 let extra = format!("grants: {g:.0}/s");
                 cell.prepend_note(extra);
             }
-            finish(&server, &mut cell);
+            finish(&server, &mut cell, &mut meter);
             let i = row_for(rows, &case.id, &case.title);
             *rows[i].cell_mut(kind) = cell;
         }
@@ -677,7 +802,7 @@ fn run_case(
             let r = rt.block_on(load(&ep, *n, *val))?;
             let mut cell = Cell::from_report(&r);
             cell.rps = r.extra("keys_per_sec").and_then(Value::as_f64);
-            finish(&server, &mut cell);
+            finish(&server, &mut cell, &mut meter);
             let i = row_for(
                 rows,
                 &format!("{id}-load"),
@@ -694,7 +819,7 @@ fn run_case(
                     serializable: false,
                 },
             )));
-            finish(&server, &mut cell);
+            finish(&server, &mut cell, &mut meter);
             let i = row_for(
                 rows,
                 &format!("{id}-get"),
@@ -711,7 +836,7 @@ fn run_case(
                     serializable: false,
                 },
             )));
-            finish(&server, &mut cell);
+            finish(&server, &mut cell, &mut meter);
             let i = row_for(rows, &format!("{id}-read"), &format!("{t}: range of 1,000 keys, linearizable, 8 clients / 2 conns (peak RSS after load and reads)"));
             *rows[i].cell_mut(kind) = cell;
             // Restart: SIGTERM, start, poll /health.
@@ -720,7 +845,7 @@ fn run_case(
                 time: Some(start),
                 ..Default::default()
             };
-            finish(&server, &mut cell);
+            finish(&server, &mut cell, &mut meter);
             // Every key must still be there (a count-only range over the whole key space).
             let count = rt.block_on(count_keys(&ep))?;
             let after = server.peak_rss().map_or_else(|| "?".into(), mib);
@@ -865,8 +990,15 @@ pub fn targets() -> Vec<Target> {
             2.0,
         ),
         t(
-            "watch fan-out p99 latency ≤ 0.5×",
+            "watch fan-out p99 latency ≤ 0.5× (timed from the put's answer)",
             "watch",
+            Metric::P99,
+            false,
+            0.5,
+        ),
+        t(
+            "watch fan-out p99 latency ≤ 0.5× (timed from the put being sent)",
+            "watch-sent",
             Metric::P99,
             false,
             0.5,
@@ -909,7 +1041,12 @@ pub fn verdict(t: &Target, rows: &[Row]) -> (&'static str, String) {
         return ("✘", t.why_not.to_string());
     };
     let Some(row) = rows.iter().find(|r| r.id == id) else {
-        return ("–", "not run (1M keys needs --big)".to_string());
+        let why = if id.starts_with("keys-1m") {
+            "not run (1M keys needs --big)"
+        } else {
+            "not run"
+        };
+        return ("–", why.to_string());
     };
     match (metric(&row.cairn, t.metric), metric(&row.etcd, t.metric)) {
         (Some(c), Some(e)) if e > 0.0 => {
@@ -962,14 +1099,14 @@ fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
 pub fn markdown_table(rows: &[Row]) -> String {
     let mut s = String::new();
     s.push_str(
-        "| workload | server | time | ops/s | p50 | p99 | peak RSS | disk | errors | notes |\n",
+        "| workload | server | time | ops/s | p50 | p99 | peak RSS | disk | errors | other CPU | notes |\n",
     );
-    s.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|---|\n");
+    s.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|\n");
     for r in rows {
         for (name, c) in [("etcd", &r.etcd), ("cairn", &r.cairn)] {
             let _ = writeln!(
                 s,
-                "| {} | {name} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 if name == "etcd" { r.title.as_str() } else { "" },
                 opt(c.time, fmt_dur),
                 opt(c.rps, |v| format!("{v:.0}")),
@@ -982,13 +1119,14 @@ pub fn markdown_table(rows: &[Row]) -> String {
                 } else {
                     String::new()
                 },
+                opt(c.other_cpu, |v| format!("{v:.2}")),
                 c.note.clone().unwrap_or_default().replace('|', "/"),
             );
         }
         let (c, e) = (&r.cairn, &r.etcd);
         let _ = writeln!(
             s,
-            "| | cairn/etcd | {} | {} | {} | {} | {} | {} | | |",
+            "| | cairn/etcd | {} | {} | {} | {} | {} | {} | | | |",
             ratio(metric(c, Metric::Time), metric(e, Metric::Time)),
             ratio(c.rps, e.rps),
             ratio(metric(c, Metric::P50), metric(e, Metric::P50)),
@@ -1021,6 +1159,7 @@ pub fn rows_json(rows: &[Row]) -> Value {
             "peak_rss_bytes": c.rss,
             "disk_bytes": c.disk,
             "errors": c.errors,
+            "other_cpu_cores": c.other_cpu,
             "note": c.note,
         })
     };
@@ -1036,6 +1175,7 @@ pub fn compare(cases: &[Case], cairn: &Path, etcd: &Path, tmp: &Path) -> Result<
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    spawn_cleanup_on_signal(&rt);
     let mut rows = Vec::new();
     for (i, case) in cases.iter().enumerate() {
         let order = if i % 2 == 0 {
@@ -1071,7 +1211,7 @@ pub fn compare(cases: &[Case], cairn: &Path, etcd: &Path, tmp: &Path) -> Result<
                     Kind::Cairn => &r.cairn,
                 };
                 eprintln!(
-                    "   {:<5} {:<50} ops/s {:>9} p50 {:>10} p99 {:>10} rss {:>10} errors {}{}",
+                    "   {:<5} {:<50} ops/s {:>9} p50 {:>10} p99 {:>10} rss {:>10} errors {} other CPU {}{}",
                     kind.name(),
                     r.title.chars().take(50).collect::<String>(),
                     opt(c.rps, |v| format!("{v:.0}")),
@@ -1079,6 +1219,7 @@ pub fn compare(cases: &[Case], cairn: &Path, etcd: &Path, tmp: &Path) -> Result<
                     opt(c.p99, fmt_dur),
                     opt(c.rss, mib),
                     c.errors,
+                    opt(c.other_cpu, |v| format!("{v:.2}")),
                     opt(c.note.clone(), |n| format!(" — {n}")),
                 );
             }

@@ -1,6 +1,7 @@
 //! cairn's etcd-compatible server: bootstrap and recovery, the apply loop that turns committed
-//! raft entries into MVCC writes, the gRPC services (KV, Maintenance, Cluster; the rest answer
-//! `Unimplemented` until built) and the HTTP endpoints on the client port.
+//! raft entries into MVCC writes, the gRPC services (KV, Maintenance, Cluster, Lease, Watch; the
+//! rest answer `Unimplemented` until built), the watch hub, and the HTTP endpoints on the client
+//! port.
 
 pub mod apply;
 pub mod config;

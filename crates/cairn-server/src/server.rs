@@ -421,6 +421,8 @@ impl RunningServer {
     /// durable.
     pub async fn shutdown(mut self) -> Result<(), ServerError> {
         let _ = self.stop_serving.send(true);
+        // Watch streams never finish on their own.
+        self.core.watch.shut_down();
         // In-flight requests get a short grace period; a client that holds its connection
         // open without reading must not keep the member from stopping.
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {

@@ -119,15 +119,22 @@ async fn recv_loop(
                 return;
             }
         };
-        match req.request_union {
+        let open = match req.request_union {
             Some(RequestUnion::CreateRequest(c)) => {
-                if !create(&hub, stream, &signals, &spec_from_request(c)).await {
-                    return;
-                }
+                create(&hub, stream, &signals, &spec_from_request(c)).await
             }
-            Some(RequestUnion::CancelRequest(c)) => hub.cancel(stream, c.watch_id),
-            Some(RequestUnion::ProgressRequest(_)) => hub.request_progress(stream),
-            None => {}
+            Some(RequestUnion::CancelRequest(c)) => {
+                hub.cancel(stream, c.watch_id);
+                true
+            }
+            Some(RequestUnion::ProgressRequest(_)) => {
+                hub.request_progress(stream);
+                true
+            }
+            None => true,
+        };
+        if !open {
+            return;
         }
     }
 }

@@ -107,11 +107,12 @@ impl Hub {
                     continue;
                 }
                 let size: usize = events.iter().map(|e| e.encoded_len()).sum();
-                if !pending.is_empty()
-                    && pending_bytes + size > self.limits.catchup_response_bytes
+                if !pending.is_empty() && pending_bytes + size > self.limits.catchup_response_bytes
                 {
-                    p.chunks
-                        .push((response(*id, w, std::mem::take(&mut pending), re.revision - 1), re.revision));
+                    p.chunks.push((
+                        response(*id, w, std::mem::take(&mut pending), re.revision - 1),
+                        re.revision,
+                    ));
                     msgs_left -= 1;
                     bytes_left = bytes_left.saturating_sub(pending_bytes);
                     pending_bytes = 0;

@@ -13,6 +13,7 @@ use cairn_mvcc::{RevisionEvents, Store};
 use prost::Message as _;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
@@ -212,7 +213,9 @@ impl Watcher {
             .filter(|e| {
                 let put = e.r#type == EventType::Put as i32;
                 !((put && self.no_put) || (!put && self.no_delete))
-                    && self.range.contains(e.kv.as_ref().map_or(&[][..], |kv| &kv.key))
+                    && self
+                        .range
+                        .contains(e.kv.as_ref().map_or(&[][..], |kv| &kv.key))
             })
             .map(|e| {
                 let mut e = e.clone();
@@ -362,6 +365,8 @@ pub(super) struct Inner {
     pub(super) synced: SyncedIndex,
     next_stream: StreamId,
     pub(super) next_serial: u64,
+    /// The server is stopping: every stream ends.
+    shut_down: bool,
 }
 
 /// What [`Hub::create`] did.
@@ -380,6 +385,8 @@ pub struct Hub {
     pub(super) store: Arc<Store>,
     pub(super) limits: HubLimits,
     pub(super) inner: Mutex<Inner>,
+    /// Times a synced watcher fell back to catch-up because its stream's queue was full.
+    fell_behind: AtomicU64,
 }
 
 impl std::fmt::Debug for Hub {
@@ -424,7 +431,9 @@ impl Hub {
                 synced: SyncedIndex::default(),
                 next_stream: 1,
                 next_serial: 1,
+                shut_down: false,
             }),
+            fell_behind: AtomicU64::new(0),
         }
     }
 
@@ -435,6 +444,11 @@ impl Hub {
     /// The store the hub replays from.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// How many times a synced watcher fell back to catch-up (its stream's queue was full).
+    pub fn fell_behind(&self) -> u64 {
+        self.fell_behind.load(Ordering::Relaxed)
     }
 
     /// The last published revision.
@@ -449,6 +463,22 @@ impl Hub {
             g.streams.len(),
             g.streams.values().map(|s| s.watchers.len()).sum(),
         )
+    }
+
+    /// Ends every stream (their drivers answer `server stopped`) and refuses new watchers;
+    /// called when the server stops.
+    pub fn shut_down(&self) {
+        let mut g = self.lock();
+        g.shut_down = true;
+        for st in g.streams.values() {
+            st.signals.wake.notify_one();
+            st.signals.space.notify_waiters();
+        }
+    }
+
+    /// Whether [`Hub::shut_down`] was called.
+    pub fn is_shut_down(&self) -> bool {
+        self.lock().shut_down
     }
 
     /// Registers a new stream.
@@ -490,6 +520,9 @@ impl Hub {
         let mut g = self.lock();
         let inner = &mut *g;
         let published = inner.rev;
+        if inner.shut_down {
+            return CreateResult::Closed;
+        }
         let Some(st) = inner.streams.get_mut(&stream) else {
             return CreateResult::Closed;
         };
@@ -728,6 +761,7 @@ impl Hub {
                     w.next_rev = re.revision;
                     st.unsynced += 1;
                     synced.remove(&w.range, wref);
+                    self.fell_behind.fetch_add(1, Ordering::Relaxed);
                 }
                 st.signals.wake.notify_one();
             }
@@ -736,9 +770,12 @@ impl Hub {
     }
 
     /// Up to `max` queued responses of `stream`, oldest first; `None` once the stream is
-    /// closed. Clears the progress-due mark of watchers that get events.
+    /// closed or the hub shut down. Clears the progress-due mark of watchers that get events.
     pub fn pop(&self, stream: StreamId, max: usize) -> Option<Vec<Outgoing>> {
         let mut g = self.lock();
+        if g.shut_down {
+            return None;
+        }
         let st = g.streams.get_mut(&stream)?;
         let mut out = Vec::new();
         while out.len() < max {

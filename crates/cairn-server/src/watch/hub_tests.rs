@@ -184,7 +184,9 @@ fn synced_index_matches_exactly_the_watchers_of_a_key() {
         idx.insert(r, (1, i as i64));
         idx.insert(r, (2, i as i64));
     }
-    let keys: [&[u8]; 10] = [b"", b"\0", b"a", b"aa", b"ab", b"b", b"ba", b"bb", b"c", b"zz"];
+    let keys: [&[u8]; 10] = [
+        b"", b"\0", b"a", b"aa", b"ab", b"b", b"ba", b"bb", b"c", b"zz",
+    ];
     let check = |idx: &SyncedIndex, gone: &[usize]| {
         for key in keys {
             let mut got = Vec::new();
@@ -378,7 +380,18 @@ fn start_revisions_past_future_and_compacted() {
     got.sort();
     assert_eq!(
         got.iter().map(|e| (e.0, e.3)).collect::<Vec<_>>(),
-        vec![(0, 7), (0, 8), (0, 9), (0, 10), (1, 9), (1, 10), (2, 7), (2, 8), (2, 9), (2, 10)]
+        vec![
+            (0, 7),
+            (0, 8),
+            (0, 9),
+            (0, 10),
+            (1, 9),
+            (1, 10),
+            (2, 7),
+            (2, 8),
+            (2, 9),
+            (2, 10)
+        ]
     );
     // Compacted starts: below the compact revision etcd's answer; at it, compact + 1 (cairn
     // cannot replay the compact revision itself).
@@ -389,7 +402,14 @@ fn start_revisions_past_future_and_compacted() {
     let out = f.catch_up(s);
     let answers: Vec<_> = out
         .iter()
-        .map(|o| (o.resp.watch_id, o.resp.created, o.resp.canceled, o.resp.compact_revision))
+        .map(|o| {
+            (
+                o.resp.watch_id,
+                o.resp.created,
+                o.resp.canceled,
+                o.resp.compact_revision,
+            )
+        })
         .collect();
     assert_eq!(
         answers,
@@ -433,7 +453,11 @@ fn an_unsynced_watcher_caught_by_compaction_is_canceled() {
     let out = f.catch_up(s);
     assert_eq!(out.len(), 1);
     assert_eq!(
-        (out[0].resp.watch_id, out[0].resp.canceled, out[0].resp.compact_revision),
+        (
+            out[0].resp.watch_id,
+            out[0].resp.canceled,
+            out[0].resp.compact_revision
+        ),
         (0, true, 4)
     );
     // The other watcher goes on.
@@ -447,7 +471,7 @@ fn store_ahead_of_the_hub_is_neither_lost_nor_repeated() {
     f.put("k", "1"); // 2
     let (s, _) = f.hub.open_stream();
     f.create(s, spec("k", "", 2)); // 0: unsynced from 2
-    // Revision 3 is committed but not yet published (the apply thread is between the two).
+                                   // Revision 3 is committed but not yet published (the apply thread is between the two).
     let pending = f.commit_only(|wb| {
         wb.put(
             &PutRequest {
@@ -531,7 +555,11 @@ fn progress_requests_and_ticks() {
     let out = f.drain(s);
     let last = out.last().unwrap();
     assert_eq!(
-        (last.resp.watch_id, last.header_revision, last.resp.events.len()),
+        (
+            last.resp.watch_id,
+            last.header_revision,
+            last.resp.events.len()
+        ),
         (-1, 3, 0)
     );
     // Ticks: the watcher with progress_notify gets one per idle interval.
@@ -576,7 +604,7 @@ fn a_full_queue_makes_watchers_unsynced_and_catch_up_resyncs_them() {
         assert_eq!(events(&f.drain(fast)).len(), 1);
     }
     // The slow stream's queue filled up: its watchers fell behind.
-    assert!(f.hub.needs_catchup(s) || !f.hub.lock().streams[&s].queue.has_space(&f.hub.limits));
+    assert_eq!(f.hub.fell_behind(), 2);
     let out = f.catch_up(s);
     let got = events(&out);
     let want0: Vec<_> = expected
@@ -588,8 +616,14 @@ fn a_full_queue_makes_watchers_unsynced_and_catch_up_resyncs_them() {
         .filter(|(k, _)| k == "k1")
         .map(|(k, r)| (1, "PUT", k.clone(), *r))
         .collect();
-    assert_eq!(got.iter().filter(|e| e.0 == 0).cloned().collect::<Vec<_>>(), want0);
-    assert_eq!(got.iter().filter(|e| e.0 == 1).cloned().collect::<Vec<_>>(), want1);
+    assert_eq!(
+        got.iter().filter(|e| e.0 == 0).cloned().collect::<Vec<_>>(),
+        want0
+    );
+    assert_eq!(
+        got.iter().filter(|e| e.0 == 1).cloned().collect::<Vec<_>>(),
+        want1
+    );
     // Catch-up responses end at revision boundaries and are headed with a revision the
     // watcher has fully seen.
     for o in &out {
@@ -658,13 +692,16 @@ fn handover_under_concurrent_publishes_has_no_gap_and_no_duplicate() {
             received.extend(f.drain(s));
             f.hub.catchup_round(s).unwrap();
             received.extend(f.drain(s));
-            if finished && !f.hub.needs_catchup(s) && f.hub.lock().streams[&s].queue.items.is_empty()
+            if finished
+                && !f.hub.needs_catchup(s)
+                && f.hub.lock().streams[&s].queue.items.is_empty()
             {
                 return received;
             }
         }
         panic!("the watchers never caught up");
     });
+    assert!(f.hub.fell_behind() > 0, "the queue never overflowed");
     // The expected sequence per watcher, from the store's own history.
     let history = f.store.history(start + 1, usize::MAX).unwrap();
     assert!(history.len() > WRITES / 2);
@@ -676,7 +713,10 @@ fn handover_under_concurrent_publishes_has_no_gap_and_no_duplicate() {
             .filter(|ev| range.contains(&ev.kv.as_ref().unwrap().key))
             .map(|ev| {
                 let kv = ev.kv.as_ref().unwrap();
-                (kv.mod_revision, String::from_utf8_lossy(&kv.key).to_string())
+                (
+                    kv.mod_revision,
+                    String::from_utf8_lossy(&kv.key).to_string(),
+                )
             })
             .collect();
         let got: Vec<(i64, String)> = events(&received)
@@ -708,4 +748,42 @@ fn handover_under_concurrent_publishes_has_no_gap_and_no_duplicate() {
             assert_eq!(first, n, "revision {} split for watcher {}", key.1, key.0);
         }
     }
+}
+
+#[test]
+fn catch_up_in_bounded_rounds_ends_exactly_at_the_published_revision() {
+    // Rounds of 3 revisions: 2..=4, then 5..=7 — the last published revision is the first of
+    // a round, and a watcher is synced only once it has been sent.
+    for last in 5..=9 {
+        let f = fixture(HubLimits {
+            catchup_revisions: 3,
+            ..HubLimits::default()
+        });
+        for i in 2..=last {
+            f.put("k", &i.to_string());
+        }
+        let (s, _) = f.hub.open_stream();
+        f.create(s, spec("k", "", 2));
+        let got: Vec<i64> = events(&f.catch_up(s)).iter().map(|e| e.3).collect();
+        assert_eq!(got, (2..=last).collect::<Vec<_>>(), "up to {last}");
+        let rev = f.put("k", "live");
+        assert_eq!(events(&f.drain(s)), vec![(0, "PUT", "k".into(), rev)]);
+    }
+}
+
+#[test]
+fn shutting_down_ends_every_stream() {
+    let f = fixture(HubLimits::default());
+    let (s, signals) = f.hub.open_stream();
+    f.create(s, spec("a", "", 0));
+    let woken = signals.wake.notified();
+    f.hub.shut_down();
+    // The driver is woken, finds the stream gone, and no watcher can be added.
+    futures::executor::block_on(woken);
+    assert!(f.hub.pop(s, 10).is_none());
+    assert!(f.hub.is_shut_down());
+    assert_eq!(f.hub.create(s, &spec("b", "", 0)), CreateResult::Closed);
+    f.put("a", "1");
+    f.hub.close_stream(s);
+    assert_eq!(f.hub.counts(), (0, 0));
 }

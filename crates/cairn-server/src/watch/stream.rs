@@ -107,7 +107,7 @@ pub async fn drive(
             next_tick = Instant::now() + jittered(cfg.progress_interval, stream);
         }
         let Some(batch) = hub.pop(stream, POP_BATCH) else {
-            break None;
+            break hub.is_shut_down().then(|| EtcdError::Stopped.into());
         };
         if !batch.is_empty() {
             for out in batch {
@@ -158,10 +158,8 @@ pub async fn leader_lost(mut leader: tokio::sync::watch::Receiver<u64>, grace: D
             return std::future::pending().await;
         }
         // The borrow `wait_for` returns is not Send; reduce it to a bool inside the timeout.
-        let back = tokio::time::timeout(grace, async {
-            leader.wait_for(|l| *l != 0).await.is_ok()
-        })
-        .await;
+        let back =
+            tokio::time::timeout(grace, async { leader.wait_for(|l| *l != 0).await.is_ok() }).await;
         match back {
             Err(_) => return,
             Ok(true) => continue,
@@ -230,7 +228,11 @@ mod tests {
         for (i, p) in parts.iter().enumerate() {
             assert_eq!(p.fragment, i + 1 < parts.len());
             assert_eq!((p.watch_id, p.header), (7, big.header));
-            assert!(p.encoded_len() < 300 || p.events.len() == 1, "{}", p.encoded_len());
+            assert!(
+                p.encoded_len() < 300 || p.events.len() == 1,
+                "{}",
+                p.encoded_len()
+            );
         }
         let all: Vec<Event> = parts.into_iter().flat_map(|p| p.events).collect();
         assert_eq!(all, big.events);
