@@ -346,56 +346,6 @@ pub fn ok_stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-/// Replaces the values that legitimately differ between two servers (cluster and member ids,
-/// raft term and indexes, db sizes, versions) in etcdctl JSON output with fixed markers, so
-/// cairn's and etcd's outputs can be compared for equality.
-pub fn mask_json(v: &mut serde_json::Value) {
-    const MASKED: &[&str] = &[
-        "cluster_id",
-        "member_id",
-        "raft_term",
-        "ID",
-        "leader",
-        "raftIndex",
-        "raftTerm",
-        "raftAppliedIndex",
-        "dbSize",
-        "dbSizeInUse",
-        "version",
-        "Endpoint",
-        "peerURLs",
-        "clientURLs",
-        "name",
-    ];
-    match v {
-        serde_json::Value::Object(m) => {
-            for (k, val) in m.iter_mut() {
-                if MASKED.contains(&k.as_str()) {
-                    *val = serde_json::Value::String("<masked>".into());
-                } else {
-                    mask_json(val);
-                }
-            }
-        }
-        serde_json::Value::Array(a) => a.iter_mut().for_each(mask_json),
-        _ => {}
-    }
-}
-
-/// Lines of text output with member/cluster ids (16 hex digits) masked.
-pub fn mask_text(s: &str) -> String {
-    s.split([',', ' ', '\n'])
-        .map(|w| {
-            if w.len() == 16 && w.chars().all(|c| c.is_ascii_hexdigit()) {
-                "<id>"
-            } else {
-                w
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 // ============================================================================================
 // Differential etcdctl transcripts: run the same etcdctl commands against a fresh etcd and a
 // fresh cairn, normalize what legitimately differs, and compare everything else byte for byte.
