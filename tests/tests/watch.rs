@@ -843,32 +843,48 @@ fn negative_start_revision_is_refused() {
     });
 }
 
-/// cairn cannot replay the compact revision itself: a watch starting exactly there is
-/// canceled with `compact_revision` = compact + 1 (etcd replays what compaction kept of that
-/// revision), and restarting from the reported revision works.
+/// A watch starting exactly at the compact revision replays what compaction kept of it: the
+/// puts (without prev_kv, the revision before is compacted), not the deletes; one below it is
+/// canceled with the compact revision.
 #[test]
-fn start_at_the_compact_revision_points_past_it() {
-    if std::env::var_os(cairn_tests::ETCD_ONLY_ENV).is_some() {
-        return;
-    }
-    let rt = runtime();
-    rt.block_on(async {
-        let s = start(Kind::Cairn, &[]);
+fn start_at_the_compact_revision_replays_its_kept_puts() {
+    transcripts(&[], |_kind, s| async move {
         let mut c = s.client().await.unwrap();
-        for i in 0..4 {
-            c.put("k", format!("v{i}"), None).await.unwrap(); // 2..=5
-        }
-        c.compact(4, None).await.unwrap();
-        let mut raw = Raw::open(channel(&s), create_req(wc("k", "", 4))).await;
-        assert!(raw.next().await.created);
-        let canceled = raw.next().await;
-        assert_eq!(show(&canceled), "id=0 rev=0 canceled compact=5");
-        raw.send(create_req(wc("k", "", canceled.compact_revision)))
-            .await;
-        assert!(raw.next().await.created);
-        let r = raw.next().await;
-        assert_eq!(r.events.len(), 1);
-        assert_eq!(r.events[0].kv.as_ref().unwrap().mod_revision, 5);
+        c.put("a", "1", None).await.unwrap(); // 2
+        c.put("b", "1", None).await.unwrap(); // 3
+        c.txn(etcd_client::Txn::new().and_then([
+            TxnOp::put("a", "2", None),
+            TxnOp::delete("b", None),
+            TxnOp::put("c", "1", None),
+        ]))
+        .await
+        .unwrap(); // 4
+        c.put("a", "3", None).await.unwrap(); // 5
+        c.compact(
+            4,
+            Some(etcd_client::CompactionOptions::new().with_physical()),
+        )
+        .await
+        .unwrap();
+        let mut t = Vec::new();
+        let opts = |rev: i64| {
+            WatchOptions::new()
+                .with_range("z")
+                .with_prev_key()
+                .with_start_revision(rev)
+        };
+        let mut w = c.watch("a", Some(opts(4))).await.unwrap();
+        t.push(next_ec(&mut w).await);
+        t.push(next_ec(&mut w).await);
+        w.watch("a", Some(opts(3))).await.unwrap();
+        t.push(next_ec(&mut w).await);
+        t.push(next_ec(&mut w).await);
+        quiet_ec(&mut w, Duration::from_millis(300)).await;
+        assert!(
+            t[1].contains(" [PUT a=2 c2 m4 v2] [PUT c=1 c4 m4 v1] [PUT a=3"),
+            "{t:?}"
+        );
+        t
     });
 }
 

@@ -4,17 +4,24 @@
 //! is a tombstone, and every version above `C`. Walking `history` in revision order up to `C`,
 //! each entry `(r, key)` makes every older version of `key` unreachable (they are superseded by
 //! the version at `r <= C`), and a tombstone at `r` is unreachable too once its older versions
-//! are gone. Each processed history entry is removed, so the next step starts at the first
-//! entry left and no progress mark is needed; a later, higher compaction simply continues.
+//! are gone. Each processed history entry below `C` is removed, so the next step starts at the
+//! first entry left. The entries of `C` itself are removed too, except the puts whose
+//! `versions` row stays (etcd still replays those to a watch starting at `C`); a cursor in
+//! `meta` marks how far the entries of `C` were processed, so the kept ones are not walked
+//! again. A later, higher compaction simply continues, removing them as any other entry.
 //! Reads at or above `C` see the same data at every step, since only versions no such read can
 //! reach are removed, older ones first.
+
+use std::ops::Bound;
 
 use redb::{ReadableTable, WriteTransaction};
 
 use crate::batch::set_durability;
 use crate::change::Tables;
 use crate::error::{Context, MvccError};
-use crate::layout::{inv, split_history, RecordView, META};
+use crate::layout::{
+    inv, split_history, RecordView, META, META_COMPACT_CURSOR_REV, META_COMPACT_CURSOR_SUB,
+};
 use crate::store::{read_marks, Store};
 
 impl Store {
@@ -37,18 +44,33 @@ impl Store {
 }
 
 fn step(wtx: &WriteTransaction, max_keys: usize) -> Result<bool, MvccError> {
-    let compact = read_marks(&wtx.open_table(META).ctx("opening meta")?)?.compact;
+    let (compact, cursor) = {
+        let meta = wtx.open_table(META).ctx("opening meta")?;
+        let compact = read_marks(&meta)?.compact;
+        let cursor_rev = meta
+            .get(META_COMPACT_CURSOR_REV)
+            .ctx("reading meta")?
+            .map(|g| g.value());
+        let cursor_sub = meta
+            .get(META_COMPACT_CURSOR_SUB)
+            .ctx("reading meta")?
+            .map(|g| g.value());
+        // The last entry of the compact revision itself already processed, if any.
+        let cursor = match (cursor_rev, cursor_sub) {
+            (Some(rev), Some(sub)) if compact >= 0 && rev == compact as u64 => Some(sub as u32),
+            _ => None,
+        };
+        (compact, cursor)
+    };
     if compact < 0 {
         return Ok(true);
     }
+    let c = compact as u64;
     let mut t = Tables::open(wtx)?;
     let mut work: Vec<(u64, u32, Vec<u8>)> = Vec::with_capacity(max_keys.min(4096));
     let mut more = false;
-    for entry in t
-        .history
-        .range(..=(compact as u64, u32::MAX))
-        .ctx("reading history")?
-    {
+    // Entries below the compact revision: all of them go.
+    for entry in t.history.range(..(c, 0)).ctx("reading history")? {
         let (k, v) = entry.ctx("reading history")?;
         if work.len() == max_keys {
             more = true;
@@ -57,7 +79,29 @@ fn step(wtx: &WriteTransaction, max_keys: usize) -> Result<bool, MvccError> {
         let (main, sub) = k.value();
         work.push((main, sub, split_history(v.value())?.key.to_vec()));
     }
+    // Entries of the compact revision itself: the puts whose versions row stays are kept (etcd
+    // still replays them), so those past the cursor only.
+    if !more {
+        let from = match cursor {
+            Some(sub) => Bound::Excluded((c, sub)),
+            None => Bound::Included((c, 0)),
+        };
+        for entry in t
+            .history
+            .range::<(u64, u32)>((from, Bound::Included((c, u32::MAX))))
+            .ctx("reading history")?
+        {
+            let (k, v) = entry.ctx("reading history")?;
+            if work.len() == max_keys {
+                more = true;
+                break;
+            }
+            let (main, sub) = k.value();
+            work.push((main, sub, split_history(v.value())?.key.to_vec()));
+        }
+    }
     let mut removed = 0usize;
+    let mut last_at_compact = None;
     for (main, sub, key) in &work {
         let rev = *main as i64;
         // Every version of `key` older than `rev`.
@@ -74,13 +118,18 @@ fn step(wtx: &WriteTransaction, max_keys: usize) -> Result<bool, MvccError> {
                 .ctx("removing a version")?;
             removed += 1;
         }
-        let tombstone = match t
+        // The versions row of `rev`: a tombstone goes; a live record written by this very
+        // entry (same sub revision) keeps the entry when `rev` is the compact revision.
+        let (tombstone, own_put) = match t
             .versions
             .get((key.as_slice(), inv(rev)))
             .ctx("reading a version")?
         {
-            Some(v) => RecordView::new(v.value())?.is_tombstone(),
-            None => false,
+            Some(v) => {
+                let rec = RecordView::new(v.value())?;
+                (rec.is_tombstone(), !rec.is_tombstone() && rec.sub() == *sub)
+            }
+            None => (false, false),
         };
         if tombstone {
             t.versions
@@ -88,7 +137,21 @@ fn step(wtx: &WriteTransaction, max_keys: usize) -> Result<bool, MvccError> {
                 .ctx("removing a tombstone")?;
             removed += 1;
         }
+        if *main == c {
+            last_at_compact = Some(*sub);
+            if own_put {
+                continue;
+            }
+        }
         t.history.remove((*main, *sub)).ctx("removing history")?;
+    }
+    drop(t);
+    if let Some(sub) = last_at_compact {
+        let mut meta = wtx.open_table(META).ctx("opening meta")?;
+        meta.insert(META_COMPACT_CURSOR_REV, c)
+            .ctx("writing meta")?;
+        meta.insert(META_COMPACT_CURSOR_SUB, u64::from(sub))
+            .ctx("writing meta")?;
     }
     tracing::debug!(
         compact,
@@ -175,7 +238,8 @@ mod tests {
         .into_iter()
         .collect();
         assert_eq!(got, want);
-        assert_eq!(history_revs(&s), vec![7, 8, 9]);
+        // The put of c at the compact revision keeps its history entry: etcd replays it.
+        assert_eq!(history_revs(&s), vec![6, 7, 8, 9]);
         // A later compaction continues from there.
         let mut b = s.begin_write().unwrap();
         b.compact(9).unwrap();
@@ -188,10 +252,71 @@ mod tests {
         .into_iter()
         .collect();
         assert_eq!(rows(&s), want);
-        assert!(history_revs(&s).is_empty());
+        assert_eq!(history_revs(&s), vec![9]);
         // Nothing pending: a step is a no-op.
         assert!(s.compact_step(10).unwrap());
         assert_eq!(s.range(&range_req("\0", "\0")).unwrap().count, 2);
         assert!(s.db_size_in_use() > 0);
+    }
+
+    #[test]
+    fn the_compact_revision_keeps_its_puts_only() {
+        let (_d, s) = store();
+        put(&s, "x", "1"); // 2
+        put(&s, "y", "1"); // 3
+                           // 4: a put, a delete, and a put replaced by a delete of the same key.
+        let t = txn(
+            vec![],
+            vec![
+                op_put("x", "2"),
+                op_del("y", ""),
+                op_put("z", "1"),
+                op_del("z", "\0"),
+            ],
+            vec![],
+        );
+        try_txn(&s, &t).unwrap();
+        put(&s, "x", "3"); // 5
+        let after = s.history(5, 10).unwrap();
+        let mut b = s.begin_write().unwrap();
+        b.compact(4).unwrap();
+        b.commit(false).unwrap();
+        let check = |s: &Store| {
+            let got = s.history(4, 10).unwrap();
+            assert_eq!(got.len(), 2);
+            assert_eq!(got[0].revision, 4);
+            assert_eq!(got[0].events.len(), 1, "{:?}", got[0].events);
+            let ev = &got[0].events[0];
+            assert_eq!(ev.r#type, cairn_api::mvccpb::event::EventType::Put as i32);
+            let kv = ev.kv.as_ref().unwrap();
+            assert_eq!(
+                (kv.key.as_slice(), kv.value.as_slice()),
+                (&b"x"[..], &b"2"[..])
+            );
+            assert_eq!(ev.prev_kv, None, "the revision before is compacted");
+            assert_eq!(got[1..].to_vec(), after);
+            assert_eq!(s.history(5, 10).unwrap(), after);
+            assert!(matches!(s.history(3, 10), Err(crate::MvccError::Compacted)));
+        };
+        // Before and after physical compaction, in steps of one entry.
+        check(&s);
+        let mut steps = 0;
+        while !s.compact_step(1).unwrap() {
+            steps += 1;
+            assert!(steps < 100);
+            check(&s);
+        }
+        check(&s);
+        assert_eq!(history_revs(&s), vec![4, 5]);
+        // Steps are idempotent once done.
+        assert!(s.compact_step(1).unwrap());
+        assert_eq!(history_revs(&s), vec![4, 5]);
+        // A later compaction removes the kept entry.
+        let mut b = s.begin_write().unwrap();
+        b.compact(5).unwrap();
+        b.commit(false).unwrap();
+        while !s.compact_step(1).unwrap() {}
+        assert_eq!(history_revs(&s), vec![5]);
+        assert_eq!(s.history(5, 10).unwrap().len(), 1);
     }
 }

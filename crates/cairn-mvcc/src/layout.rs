@@ -32,6 +32,11 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 pub(crate) const META_CURRENT_REV: &str = "current_rev";
 /// `meta`: the compact revision; absent until the first compaction (etcd's -1).
 pub(crate) const META_COMPACT_REV: &str = "compact_rev";
+/// `meta`: with [`META_COMPACT_CURSOR_SUB`], the last `history` entry of the compact revision
+/// itself that physical compaction processed (its kept puts stay in `history`).
+pub(crate) const META_COMPACT_CURSOR_REV: &str = "compact_cursor_rev";
+/// `meta`: the sub revision of that entry.
+pub(crate) const META_COMPACT_CURSOR_SUB: &str = "compact_cursor_sub";
 /// `meta`: the raft index of the last applied entry covered by this data.
 pub(crate) const META_APPLIED_INDEX: &str = "applied_index";
 /// `meta`: the raft term of that entry.

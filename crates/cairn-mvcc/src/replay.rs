@@ -6,7 +6,9 @@ use cairn_api::mvccpb::{event::EventType, Event, KeyValue};
 
 use crate::batch::RevisionEvents;
 use crate::error::{Context, MvccError};
-use crate::layout::{inv, split_history, RecordView, HISTORY, KIND_PUT, META, VERSIONS};
+use crate::layout::{
+    inv, split_history, HistoryEntry, RecordView, HISTORY, KIND_PUT, META, VERSIONS,
+};
 use crate::read::{get, to_kv};
 use crate::store::{read_marks, Store};
 
@@ -16,10 +18,10 @@ impl Store {
     /// events [`crate::WriteBatch::commit`] returned for them. For watchers that start in the
     /// past or fell behind.
     ///
-    /// `start` at or below the compact revision is `Compacted` (etcd would still replay the
-    /// puts of the compact revision itself that compaction kept; we refuse it, the watcher
-    /// gets the compacted answer and can restart from the compact revision + 1). A `start`
-    /// above the current revision gives no events.
+    /// `start` below the compact revision is `Compacted`. As in etcd, the compact revision
+    /// itself still replays, but only the puts that compaction kept (the last write of their
+    /// key in that revision, when it is not a delete), without `prev_kv` (the revision before
+    /// is compacted). A `start` above the current revision gives no events.
     pub fn history(
         &self,
         start: i64,
@@ -27,7 +29,7 @@ impl Store {
     ) -> Result<Vec<RevisionEvents>, MvccError> {
         let rtx = self.db().begin_read().ctx("beginning a read")?;
         let marks = read_marks(&rtx.open_table(META).ctx("opening meta")?)?;
-        if start <= marks.compact {
+        if start < marks.compact {
             return Err(MvccError::Compacted);
         }
         let versions = rtx.open_table(VERSIONS).ctx("opening versions")?;
@@ -41,6 +43,13 @@ impl Store {
             let (k, v) = entry.ctx("reading history")?;
             let (main, sub) = k.value();
             let rev = main as i64;
+            let h = split_history(v.value())?;
+            // At the compact revision, only the kept puts (physical compaction may not have
+            // removed the rest yet).
+            let at_compact = rev == marks.compact;
+            if at_compact && !kept_put(&versions, &h, rev, sub)? {
+                continue;
+            }
             if out.last().is_none_or(|last| last.revision != rev) {
                 if out.len() == max_revisions {
                     break;
@@ -50,7 +59,6 @@ impl Store {
                     events: Vec::new(),
                 });
             }
-            let h = split_history(v.value())?;
             let event = if h.kind == KIND_PUT {
                 let row;
                 let bytes = match h.record {
@@ -68,7 +76,7 @@ impl Store {
                     return Err(missing(rev, sub));
                 }
                 let kv = to_kv(h.key, rev, rec, false);
-                let prev_kv = if kv.version == 1 {
+                let prev_kv = if kv.version == 1 || at_compact {
                     None
                 } else {
                     get(&versions, h.key, rev - 1)?
@@ -93,6 +101,27 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Whether the `history` entry `h` at `(rev, sub)` is a put whose `versions` row holds it.
+fn kept_put(
+    versions: &redb::ReadOnlyTable<(&'static [u8], u64), &'static [u8]>,
+    h: &HistoryEntry<'_>,
+    rev: i64,
+    sub: u32,
+) -> Result<bool, MvccError> {
+    if h.kind != KIND_PUT || h.record.is_some() {
+        return Ok(false);
+    }
+    Ok(
+        match versions.get((h.key, inv(rev))).ctx("reading a version")? {
+            Some(row) => {
+                let rec = RecordView::new(row.value())?;
+                !rec.is_tombstone() && rec.sub() == sub
+            }
+            None => false,
+        },
+    )
 }
 
 fn missing(rev: i64, sub: u32) -> MvccError {
@@ -140,9 +169,12 @@ mod tests {
         assert_eq!(s.history(3, 2).unwrap(), all[1..3].to_vec());
         assert!(s.history(7, 10).unwrap().is_empty());
         compact(&s, 3).unwrap();
-        assert!(matches!(s.history(3, 10), Err(MvccError::Compacted)));
+        assert!(matches!(s.history(2, 10), Err(MvccError::Compacted)));
+        // The compact revision still replays its kept put (b, created there: no prev_kv).
+        assert_eq!(s.history(3, 1).unwrap(), all[1..2].to_vec());
         assert_eq!(s.history(4, 10).unwrap(), all[2..].to_vec());
         while !s.compact_step(1).unwrap() {}
         assert_eq!(s.history(4, 10).unwrap(), all[2..].to_vec());
+        assert_eq!(s.history(3, 10).unwrap(), all[1..].to_vec());
     }
 }

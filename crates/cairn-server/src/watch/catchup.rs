@@ -192,7 +192,7 @@ impl Hub {
         let mut ids: Vec<i64> = st
             .watchers
             .iter()
-            .filter(|(_, w)| w.state == State::Unsynced && w.next_rev <= compact)
+            .filter(|(_, w)| w.state == State::Unsynced && w.next_rev < compact)
             .map(|(id, _)| *id)
             .collect();
         ids.sort_unstable();
@@ -206,7 +206,7 @@ impl Hub {
             };
             w.state = State::Compacted;
             st.unsynced -= 1;
-            st.queue.push(compacted_response(id, w.next_rev, compact));
+            st.queue.push(compacted_response(id, compact));
             changed = true;
         }
         if changed {

@@ -395,21 +395,14 @@ impl std::fmt::Debug for Hub {
     }
 }
 
-/// The response telling a watcher its next revision is compacted. etcd reports its compact
-/// revision, the smallest revision it can still replay; cairn cannot replay the compact
-/// revision itself, so a watcher that needs exactly that revision is told `compact + 1`,
-/// which a client restarting from `compact_revision` can use.
-pub(super) fn compacted_response(watch_id: i64, next_rev: i64, compact: i64) -> Outgoing {
-    let reported = if next_rev < compact {
-        compact
-    } else {
-        compact + 1
-    };
+/// The response telling a watcher its next revision is compacted: as in etcd, it carries the
+/// compact revision, the smallest revision still replayed.
+pub(super) fn compacted_response(watch_id: i64, compact: i64) -> Outgoing {
     Outgoing {
         resp: WatchResponse {
             watch_id,
             canceled: true,
-            compact_revision: reported,
+            compact_revision: compact,
             ..Default::default()
         },
         // etcd's compacted response carries no revision.
@@ -594,9 +587,9 @@ impl Hub {
         });
         let compact = self.store.compact_revision();
         let start = spec.start_revision;
-        if start > 0 && start <= compact {
+        if start > 0 && start < compact {
             w.state = State::Compacted;
-            st.queue.push(compacted_response(id, start, compact));
+            st.queue.push(compacted_response(id, compact));
         } else if start == 0 || start > published {
             if start == 0 {
                 w.next_rev = current.max(published) + 1;
