@@ -496,7 +496,7 @@ pub struct Case {
 /// What to run.
 #[derive(Clone, Debug, Default)]
 pub struct Plan {
-    /// The ~2-minute smoke run (smaller totals).
+    /// The smoke run: a fifth of the requests (~3 minutes).
     pub quick: bool,
     /// Add the 1M-key test.
     pub big: bool,
@@ -515,8 +515,8 @@ fn base_common(endpoint: &str, clients: usize, conns: usize, total: u64) -> Comm
     }
 }
 
-/// The workloads of `plan`, in order. Totals are sized so the default run takes 10–15 minutes
-/// on a 2-core machine and `--quick` about 2.
+/// The workloads of `plan`, in order. Totals are sized so the default run takes about 12
+/// minutes on a quiet 2-core machine (14 with `--big`) and `--quick` about 3.
 pub fn cases(plan: &Plan) -> Vec<Case> {
     // Scale totals down for --quick.
     let t = |n: u64| if plan.quick { (n / 5).max(200) } else { n };

@@ -19,7 +19,7 @@ use std::time::Instant;
     about = "Side-by-side benchmark of cairn and etcd (1 member each, loopback, same flags)"
 )]
 struct Cli {
-    /// Smoke run: every workload with about a tenth of the requests (~2 minutes).
+    /// Smoke run: every workload with a fifth of the requests (~3 minutes).
     #[arg(long)]
     quick: bool,
     /// Also load 1M keys × 256 B (peak RSS, restart time and reads at 1M keys).
