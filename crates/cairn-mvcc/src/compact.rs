@@ -70,15 +70,11 @@ fn step(wtx: &WriteTransaction, max_keys: usize) -> Result<bool, MvccError> {
     let mut work: Vec<(u64, u32, Vec<u8>)> = Vec::with_capacity(max_keys.min(4096));
     let mut more = false;
     // Entries below the compact revision: all of them go.
-    for entry in t.history.range(..(c, 0)).ctx("reading history")? {
-        let (k, v) = entry.ctx("reading history")?;
-        if work.len() == max_keys {
-            more = true;
-            break;
-        }
-        let (main, sub) = k.value();
-        work.push((main, sub, split_history(v.value())?.key.to_vec()));
-    }
+    more |= take_work(
+        t.history.range(..(c, 0)).ctx("reading history")?,
+        max_keys,
+        &mut work,
+    )?;
     // Entries of the compact revision itself: the puts whose versions row stays are kept (etcd
     // still replays them), so those past the cursor only.
     if !more {
@@ -86,19 +82,11 @@ fn step(wtx: &WriteTransaction, max_keys: usize) -> Result<bool, MvccError> {
             Some(sub) => Bound::Excluded((c, sub)),
             None => Bound::Included((c, 0)),
         };
-        for entry in t
+        let rows = t
             .history
             .range::<(u64, u32)>((from, Bound::Included((c, u32::MAX))))
-            .ctx("reading history")?
-        {
-            let (k, v) = entry.ctx("reading history")?;
-            if work.len() == max_keys {
-                more = true;
-                break;
-            }
-            let (main, sub) = k.value();
-            work.push((main, sub, split_history(v.value())?.key.to_vec()));
-        }
+            .ctx("reading history")?;
+        more |= take_work(rows, max_keys, &mut work)?;
     }
     let mut removed = 0usize;
     let mut last_at_compact = None;
@@ -319,4 +307,22 @@ mod tests {
         assert_eq!(history_revs(&s), vec![5]);
         assert_eq!(s.history(5, 10).unwrap().len(), 1);
     }
+}
+
+/// Appends `(main, sub, key)` of history rows to `work` until it holds `max_keys`; true when
+/// rows were left over.
+fn take_work(
+    rows: redb::Range<'_, (u64, u32), &'static [u8]>,
+    max_keys: usize,
+    work: &mut Vec<(u64, u32, Vec<u8>)>,
+) -> Result<bool, MvccError> {
+    for entry in rows {
+        let (k, v) = entry.ctx("reading history")?;
+        if work.len() == max_keys {
+            return Ok(true);
+        }
+        let (main, sub) = k.value();
+        work.push((main, sub, split_history(v.value())?.key.to_vec()));
+    }
+    Ok(false)
 }
