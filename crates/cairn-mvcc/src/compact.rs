@@ -151,6 +151,24 @@ fn step(wtx: &WriteTransaction, max_keys: usize) -> Result<bool, MvccError> {
     Ok(!more)
 }
 
+/// Appends `(main, sub, key)` of history rows to `work` until it holds `max_keys`; true when
+/// rows were left over.
+fn take_work(
+    rows: redb::Range<'_, (u64, u32), &'static [u8]>,
+    max_keys: usize,
+    work: &mut Vec<(u64, u32, Vec<u8>)>,
+) -> Result<bool, MvccError> {
+    for entry in rows {
+        let (k, v) = entry.ctx("reading history")?;
+        if work.len() == max_keys {
+            return Ok(true);
+        }
+        let (main, sub) = k.value();
+        work.push((main, sub, split_history(v.value())?.key.to_vec()));
+    }
+    Ok(false)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -307,22 +325,4 @@ mod tests {
         assert_eq!(history_revs(&s), vec![5]);
         assert_eq!(s.history(5, 10).unwrap().len(), 1);
     }
-}
-
-/// Appends `(main, sub, key)` of history rows to `work` until it holds `max_keys`; true when
-/// rows were left over.
-fn take_work(
-    rows: redb::Range<'_, (u64, u32), &'static [u8]>,
-    max_keys: usize,
-    work: &mut Vec<(u64, u32, Vec<u8>)>,
-) -> Result<bool, MvccError> {
-    for entry in rows {
-        let (k, v) = entry.ctx("reading history")?;
-        if work.len() == max_keys {
-            return Ok(true);
-        }
-        let (main, sub) = k.value();
-        work.push((main, sub, split_history(v.value())?.key.to_vec()));
-    }
-    Ok(false)
 }
