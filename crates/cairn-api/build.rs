@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "v3electionpb/v3election.proto",
     "v3lockpb/v3lock.proto",
     "cairnpb/internal.proto",
+    "cairnpb/peer.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -185,6 +185,10 @@ pub enum EtcdError {
     /// The request's deadline passed.
     #[error("etcdserver: context deadline exceeded")]
     DeadlineExceeded,
+    /// MoveLeader did not see the transferee become leader in time. Not in rpctypes: etcd
+    /// answers it with gRPC code Unknown.
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    TimeoutLeaderTransfer,
 }
 
 impl EtcdError {
@@ -249,6 +253,7 @@ impl EtcdError {
         EtcdError::NoInflightDowngrade,
         EtcdError::Canceled,
         EtcdError::DeadlineExceeded,
+        EtcdError::TimeoutLeaderTransfer,
     ];
 
     /// etcd's exact message text, e.g. `"etcdserver: key is not provided"`.
@@ -331,6 +336,9 @@ impl EtcdError {
             EtcdError::NoInflightDowngrade => "etcdserver: no inflight downgrade job",
             EtcdError::Canceled => "etcdserver: request canceled",
             EtcdError::DeadlineExceeded => "etcdserver: context deadline exceeded",
+            EtcdError::TimeoutLeaderTransfer => {
+                "etcdserver: request timed out, leader transfer took too long"
+            }
         }
     }
 
@@ -397,6 +405,7 @@ impl EtcdError {
             EtcdError::NoInflightDowngrade => Code::FailedPrecondition,
             EtcdError::Canceled => Code::Cancelled,
             EtcdError::DeadlineExceeded => Code::DeadlineExceeded,
+            EtcdError::TimeoutLeaderTransfer => Code::Unknown,
         }
     }
 

@@ -11,7 +11,8 @@
 //! - [`mvccpb`]: [`mvccpb::KeyValue`] and [`mvccpb::Event`];
 //! - [`authpb`]: users, roles, permissions;
 //! - [`v3electionpb`] and [`v3lockpb`]: the `Election` and `Lock` services;
-//! - [`cairnpb`]: cairn's own raft log payload, [`cairnpb::InternalRequest`].
+//! - [`cairnpb`]: cairn's own raft log payload, [`cairnpb::InternalRequest`], and the
+//!   member-to-member `Peer` service on the peer port.
 //!
 //! Rust names follow prost's conversion of etcd's proto names: `HashKV*` becomes
 //! [`etcdserverpb::HashKvRequest`], fields `ID`/`TTL`/`grantedTTL` become `id`/`ttl`/
@@ -62,7 +63,7 @@ pub mod v3lockpb {
     tonic::include_proto!("v3lockpb");
 }
 
-/// cairn's own raft log entry payload (`cairnpb`); not part of etcd's API.
+/// cairn's own raft log entry payload and peer protocol (`cairnpb`); not part of etcd's API.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod cairnpb {
     tonic::include_proto!("cairnpb");

@@ -552,6 +552,8 @@ fn errors_match_etcd_rpctypes() {
             "etcdserver: no inflight downgrade job",
             "etcdserver: request canceled",
             "etcdserver: context deadline exceeded",
+            // etcdserver.ErrTimeoutLeaderTransfer, returned by MoveLeader outside rpctypes.
+            "etcdserver: request timed out, leader transfer took too long",
         ]
     );
 }

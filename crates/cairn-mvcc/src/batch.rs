@@ -124,6 +124,23 @@ impl<'s> WriteBatch<'s> {
         }
     }
 
+    /// Runs `f` on the batch's transaction, for writes outside the keyspace (no revision, no
+    /// events). `f` fails only on backend errors, which it cannot undo: the batch is then
+    /// poisoned and cannot be committed, as [`MvccError::Storage`] requires.
+    pub(crate) fn with_wtx<T>(
+        &mut self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, MvccError>,
+    ) -> Result<T, MvccError> {
+        if self.poisoned {
+            return Err(poisoned());
+        }
+        let out = f(&self.wtx);
+        if out.is_err() {
+            self.poisoned = true;
+        }
+        out
+    }
+
     /// etcd Put: a lease other than 0 must be granted in the `leases` table or accepted by
     /// `leases` (`LeaseNotFound`), `ignore_value` / `ignore_lease` need the key
     /// (`KeyNotFound`). Always one new revision.

@@ -29,7 +29,8 @@ impl Store {
     /// entries) in its own non-durable write transaction. Returns `true` when no work is left.
     /// Waits while a [`crate::WriteBatch`] is open: never call it from the thread holding one.
     pub fn compact_step(&self, max_keys: usize) -> Result<bool, MvccError> {
-        let mut wtx = self.db().begin_write().ctx("beginning a compaction step")?;
+        let db = self.db();
+        let mut wtx = db.begin_write().ctx("beginning a compaction step")?;
         let done = step(&wtx, max_keys.max(1))?;
         set_durability(&mut wtx, false)?;
         wtx.commit().ctx("committing a compaction step")?;
@@ -173,7 +174,7 @@ fn take_work(
 mod tests {
     use std::collections::BTreeMap;
 
-    use redb::{ReadableDatabase, ReadableTable};
+    use redb::ReadableTable;
 
     use crate::layout::{rev_of, RecordView, HISTORY, VERSIONS};
     use crate::testutil::*;
@@ -181,7 +182,7 @@ mod tests {
 
     /// Every stored version: key → [(revision, tombstone)], newest first.
     fn rows(s: &Store) -> BTreeMap<Vec<u8>, Vec<(i64, bool)>> {
-        let rtx = s.db().begin_read().unwrap();
+        let rtx = s.read_txn().unwrap();
         let t = rtx.open_table(VERSIONS).unwrap();
         let mut out: BTreeMap<Vec<u8>, Vec<(i64, bool)>> = BTreeMap::new();
         for e in t.iter().unwrap() {
@@ -194,7 +195,7 @@ mod tests {
     }
 
     fn history_revs(s: &Store) -> Vec<u64> {
-        let rtx = s.db().begin_read().unwrap();
+        let rtx = s.read_txn().unwrap();
         let t = rtx.open_table(HISTORY).unwrap();
         t.iter().unwrap().map(|e| e.unwrap().0.value().0).collect()
     }

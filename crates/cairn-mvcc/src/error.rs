@@ -39,10 +39,12 @@ pub enum MvccError {
         #[source]
         source: Box<redb::Error>,
     },
-    /// A stored record could not be decoded.
+    /// A stored record could not be decoded, or a snapshot file given to
+    /// [`crate::Store::replace_with`] is not a usable copy of a store (then `table` is
+    /// `"snapshot file"` and `detail` names the file and the reason).
     #[error("corrupt record in {table}: {detail}")]
     Corrupt {
-        /// The table holding the record.
+        /// The table holding the record (`"snapshot file"` for a refused snapshot).
         table: &'static str,
         /// What was wrong.
         detail: String,

@@ -7,7 +7,10 @@
 //! | `counts`   | prefix (`""` or ending in `/`)    | number of live keys under that prefix   |
 //! | `meta`     | name                              | `u64`                                   |
 //!
-//! The lease tables (`leases`, `lease_keys`) are described in `lease.rs`.
+//! The lease tables (`leases`, `lease_keys`) are described in `lease.rs`, the cluster member
+//! tables (`members`, `removed_members`) in `members.rs`. [`visit_tables`] lists every table:
+//! opening, measuring, validating and copying the store all go through it, so a new table is
+//! added there once.
 //!
 //! Versions of one key sort newest first, so "latest version at or below R" is one seek to
 //! `(key, u64::MAX - R)`. A key written twice in one revision (a txn that puts a key and then
@@ -15,7 +18,7 @@
 //! last write in `versions`; the replaced put's record moves into its `history` entry
 //! (kind 2: `2 | key_len:u32le | key | record`) so watch replay still sees it.
 
-use redb::TableDefinition;
+use redb::{Key, TableDefinition, Value};
 
 use crate::error::MvccError;
 
@@ -27,6 +30,28 @@ pub(crate) const HISTORY: TableDefinition<(u64, u32), &[u8]> = TableDefinition::
 pub(crate) const COUNTS: TableDefinition<&[u8], u64> = TableDefinition::new("counts");
 /// Store-wide marks.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// Something done to each table of the store in turn (see [`visit_tables`]).
+pub(crate) trait TableVisitor {
+    /// Called once per table.
+    fn visit<K: Key + 'static, V: Value + 'static>(
+        &mut self,
+        table: TableDefinition<'static, K, V>,
+    ) -> Result<(), MvccError>;
+}
+
+/// Calls `visitor` on every table of the store: the one list of them.
+pub(crate) fn visit_tables(visitor: &mut impl TableVisitor) -> Result<(), MvccError> {
+    visitor.visit(META)?;
+    visitor.visit(VERSIONS)?;
+    visitor.visit(HISTORY)?;
+    visitor.visit(COUNTS)?;
+    visitor.visit(crate::lease::LEASES)?;
+    visitor.visit(crate::lease::LEASE_KEYS)?;
+    visitor.visit(crate::members::MEMBERS)?;
+    visitor.visit(crate::members::REMOVED_MEMBERS)?;
+    Ok(())
+}
 
 /// `meta`: the current main revision (1 on a fresh store).
 pub(crate) const META_CURRENT_REV: &str = "current_rev";

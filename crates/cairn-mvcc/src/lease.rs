@@ -17,7 +17,7 @@
 
 use std::collections::HashSet;
 
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
+use redb::{ReadableTable, TableDefinition};
 
 use cairn_api::etcdserverpb::request_op::Request;
 use cairn_api::etcdserverpb::TxnRequest;
@@ -77,36 +77,6 @@ fn decode(id: i64, bytes: &[u8]) -> Result<LeaseInfo, MvccError> {
         ttl: field(0),
         remaining_ttl: field(8),
     })
-}
-
-/// True when the lease tables are not in the file yet (a fresh file, or one written before
-/// leases existed).
-pub(crate) fn tables_missing(wtx: &redb::WriteTransaction) -> Result<bool, MvccError> {
-    let mut found = 0;
-    for table in wtx.list_tables().ctx("listing tables")? {
-        if table.name() == LEASES.name() || table.name() == LEASE_KEYS.name() {
-            found += 1;
-        }
-    }
-    Ok(found < 2)
-}
-
-/// Bytes the lease tables occupy in a snapshot.
-pub(crate) fn stored_bytes(rtx: &redb::ReadTransaction) -> Result<u64, MvccError> {
-    let mut bytes = 0;
-    for stats in [
-        rtx.open_table(LEASES)
-            .ctx("opening leases")?
-            .stats()
-            .ctx("measuring leases")?,
-        rtx.open_table(LEASE_KEYS)
-            .ctx("opening lease_keys")?
-            .stats()
-            .ctx("measuring lease_keys")?,
-    ] {
-        bytes += stats.stored_bytes() + stats.metadata_bytes() + stats.fragmented_bytes();
-    }
-    Ok(bytes)
 }
 
 /// Every lease id a put anywhere in `req` (either branch, nested txns included) attaches.
@@ -287,7 +257,7 @@ pub(crate) fn granted_in_txn(
 impl Store {
     /// Every granted lease, in id order, as of the last commit.
     pub fn leases(&self) -> Result<Vec<LeaseInfo>, MvccError> {
-        let rtx = self.db().begin_read().ctx("beginning a read")?;
+        let rtx = self.read_txn()?;
         let table = rtx.open_table(LEASES).ctx("opening leases")?;
         let mut out = Vec::new();
         for entry in table.iter().ctx("reading leases")? {
@@ -299,7 +269,7 @@ impl Store {
 
     /// Lease `id`, if granted, as of the last commit.
     pub fn lease(&self, id: i64) -> Result<Option<LeaseInfo>, MvccError> {
-        let rtx = self.db().begin_read().ctx("beginning a read")?;
+        let rtx = self.read_txn()?;
         let table = rtx.open_table(LEASES).ctx("opening leases")?;
         let got = table.get(id).ctx("reading a lease")?;
         got.map(|g| decode(id, g.value())).transpose()
@@ -307,7 +277,7 @@ impl Store {
 
     /// The keys attached to lease `id`, in key order, as of the last commit.
     pub fn lease_keys(&self, id: i64) -> Result<Vec<Vec<u8>>, MvccError> {
-        let rtx = self.db().begin_read().ctx("beginning a read")?;
+        let rtx = self.read_txn()?;
         keys_of(&rtx.open_table(LEASE_KEYS).ctx("opening lease_keys")?, id)
     }
 }

@@ -7,6 +7,12 @@
 //!   changes nothing; [`WriteBatch::commit`] returns the events per revision for the watch hub
 //!   and stores the applied raft index with the data.
 //! - [`Store::compact_step`] removes what a compaction made unreachable, in bounded steps.
+//! - [`Store::hash_kv`] hashes the logical state up to a revision (etcd's HashKV), the same on
+//!   every member that applied the same entries, whatever its physical compaction progress.
+//! - [`Store::copy_to`] writes a consistent copy of the whole backend to a new file (a raft
+//!   snapshot); [`Store::replace_with`] atomically swaps such a file in as the store's contents.
+//! - Cluster membership ([`WriteBatch::put_member`], [`Store::members`]) is stored with the data
+//!   it was applied with, outside the keyspace (no revision, no events); see `members.rs`.
 //! - [`validate`] holds the checks etcd makes at the gRPC edge before proposing.
 //!
 //! Layout (see `layout.rs`): `versions` keyed `(key, u64::MAX - revision)` so the latest
@@ -14,7 +20,8 @@
 //! `(revision, sub) → key` for compaction and watch replay; `counts` of live keys per
 //! `/`-prefix for a fast `count`; `meta` for the revisions and the applied index; `leases` and
 //! `lease_keys` (see `lease.rs`) for granted leases and the keys attached to each, kept by
-//! every put and delete, so a revoke never scans the keyspace.
+//! every put and delete, so a revoke never scans the keyspace; `members` and `removed_members`
+//! (see `members.rs`) for the cluster's members, as opaque bytes the server encodes.
 //!
 //! Responses carry a header holding only the revision etcd reports for them; the server fills
 //! in cluster, member and term.
@@ -23,11 +30,14 @@ mod batch;
 mod change;
 mod compact;
 mod error;
+mod hash;
 mod layout;
 mod lease;
+mod members;
 mod range;
 mod read;
 mod replay;
+mod snapshot;
 mod store;
 #[cfg(test)]
 mod testutil;
@@ -36,7 +46,9 @@ pub mod validate;
 
 pub use batch::{RevisionEvents, WriteBatch};
 pub use error::MvccError;
+pub use hash::HashKv;
 pub use lease::{GrantedLeases, LeaseInfo};
+pub use snapshot::SnapshotInfo;
 pub use store::{Store, StoreOptions};
 
 /// Leases that count as existing for puts besides those granted in the store's `leases` table

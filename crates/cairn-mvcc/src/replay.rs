@@ -1,7 +1,5 @@
 //! Watch replay: the events of past revisions, rebuilt from `history` and `versions`.
 
-use redb::ReadableDatabase;
-
 use cairn_api::mvccpb::{event::EventType, Event, KeyValue};
 
 use crate::batch::RevisionEvents;
@@ -27,7 +25,7 @@ impl Store {
         start: i64,
         max_revisions: usize,
     ) -> Result<Vec<RevisionEvents>, MvccError> {
-        let rtx = self.db().begin_read().ctx("beginning a read")?;
+        let rtx = self.read_txn()?;
         let marks = read_marks(&rtx.open_table(META).ctx("opening meta")?)?;
         if start < marks.compact {
             return Err(MvccError::Compacted);

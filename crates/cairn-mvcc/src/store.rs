@@ -1,10 +1,15 @@
 //! [`Store`]: opening the backend, reads from snapshots, and the entry points for writers.
 
+use std::collections::HashSet;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{
+    Database, Key, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, TableHandle, Value, WriteTransaction,
+};
 
 use cairn_api::etcdserverpb::{
     DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
@@ -15,8 +20,8 @@ use cairn_api::mvccpb::KeyValue;
 use crate::batch::{set_durability, WriteBatch};
 use crate::error::{Context, MvccError};
 use crate::layout::{
-    COUNTS, HISTORY, META, META_APPLIED_INDEX, META_APPLIED_TERM, META_COMPACT_REV,
-    META_CURRENT_REV, VERSIONS,
+    visit_tables, TableVisitor, COUNTS, META, META_APPLIED_INDEX, META_APPLIED_TERM,
+    META_COMPACT_REV, META_CURRENT_REV, VERSIONS,
 };
 use crate::range::View;
 use crate::read::{collect, get, CountsTable, Span, VersionsTable};
@@ -41,12 +46,34 @@ impl Default for StoreOptions {
 /// The MVCC keyspace on redb. `Send + Sync`: reads run concurrently on snapshots; one writer
 /// (the apply task) at a time holds a [`WriteBatch`].
 pub struct Store {
-    db: Database,
+    /// The open database. Swapped whole by [`Store::replace_with`]; every operation clones the
+    /// `Arc` once and keeps it for as long as its transaction lives, so an operation that began
+    /// before a swap finishes on the database it began on, which closes when the last such
+    /// operation ends.
+    db: RwLock<Arc<Database>>,
     path: PathBuf,
+    /// redb's page cache for this store, kept for the database [`Store::replace_with`] opens.
+    pub(crate) cache_size_bytes: usize,
     pub(crate) current: AtomicI64,
     pub(crate) compact: AtomicI64,
     pub(crate) applied: Mutex<(u64, u64)>,
     pub(crate) in_use: AtomicU64,
+}
+
+/// A read transaction with the database it reads: holding the `Arc` keeps that database open
+/// even if [`Store::replace_with`] swaps in another one meanwhile (redb fails the reads of a
+/// transaction whose database was closed).
+pub(crate) struct ReadTxn {
+    // Declared first so it is dropped before the database it reads.
+    rtx: ReadTransaction,
+    _db: Arc<Database>,
+}
+
+impl Deref for ReadTxn {
+    type Target = ReadTransaction;
+    fn deref(&self) -> &ReadTransaction {
+        &self.rtx
+    }
 }
 
 /// Revisions and marks as stored in `meta`.
@@ -80,23 +107,17 @@ impl Store {
             .create(path)
             .ctx("opening the database")?;
         let mut wtx = db.begin_write().ctx("initialising the database")?;
-        // Files written before leases existed get the lease tables now.
-        let lease_tables_missing = crate::lease::tables_missing(&wtx)?;
+        // A fresh file, or one written before some table existed, gets the missing tables now.
+        let tables_missing = create_tables(&wtx)?;
         let (marks, fresh) = {
             let mut meta = wtx.open_table(META).ctx("opening meta")?;
-            wtx.open_table(VERSIONS).ctx("opening versions")?;
-            wtx.open_table(HISTORY).ctx("opening history")?;
-            wtx.open_table(COUNTS).ctx("opening counts")?;
-            wtx.open_table(crate::lease::LEASES).ctx("opening leases")?;
-            wtx.open_table(crate::lease::LEASE_KEYS)
-                .ctx("opening lease_keys")?;
             let fresh = meta.get(META_CURRENT_REV).ctx("reading meta")?.is_none();
             if fresh {
                 meta.insert(META_CURRENT_REV, 1).ctx("initialising meta")?;
             }
             (read_marks(&meta)?, fresh)
         };
-        if fresh || lease_tables_missing {
+        if fresh || tables_missing {
             set_durability(&mut wtx, true)?;
             wtx.commit().ctx("initialising the database")?;
         } else {
@@ -111,8 +132,9 @@ impl Store {
             "opened the mvcc store"
         );
         Ok(Store {
-            db,
+            db: RwLock::new(Arc::new(db)),
             path: path.to_path_buf(),
+            cache_size_bytes: opts.cache_size_bytes,
             current: AtomicI64::new(marks.current),
             compact: AtomicI64::new(marks.compact),
             applied: Mutex::new(marks.applied),
@@ -137,12 +159,27 @@ impl Store {
         *self.applied.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn db(&self) -> &Database {
-        &self.db
+    /// The database in use now. Keep the `Arc` for as long as a transaction begun on it lives.
+    pub(crate) fn db(&self) -> Arc<Database> {
+        self.db.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn snapshot(&self) -> Result<ReadTransaction, MvccError> {
-        self.db.begin_read().ctx("beginning a read")
+    /// The path of the database file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Makes `db` the database every later operation uses; returns the one it replaces.
+    pub(crate) fn swap_db(&self, db: Database) -> Arc<Database> {
+        let mut slot = self.db.write().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *slot, Arc::new(db))
+    }
+
+    /// A read transaction on the latest committed state.
+    pub(crate) fn read_txn(&self) -> Result<ReadTxn, MvccError> {
+        let db = self.db();
+        let rtx = db.begin_read().ctx("beginning a read")?;
+        Ok(ReadTxn { rtx, _db: db })
     }
 
     /// Runs `f` on a consistent snapshot: its tables and the revisions stored with them.
@@ -156,7 +193,7 @@ impl Store {
             >,
         ) -> Result<T, MvccError>,
     ) -> Result<T, MvccError> {
-        let rtx = self.snapshot()?;
+        let rtx = self.read_txn()?;
         let marks = read_marks(&rtx.open_table(META).ctx("opening meta")?)?;
         let versions = rtx.open_table(VERSIONS).ctx("opening versions")?;
         let counts = rtx.open_table(COUNTS).ctx("opening counts")?;
@@ -202,7 +239,10 @@ impl Store {
     /// Begins the batch's write transaction. Waits while another writer (a batch or a
     /// compaction step) is running.
     pub fn begin_write(&self) -> Result<WriteBatch<'_>, MvccError> {
-        let wtx = self.db.begin_write().ctx("beginning a write")?;
+        // redb keeps a database with a live write transaction open until the transaction ends,
+        // so the batch need not hold the `Arc` (and [`Store::replace_with`] is never called
+        // while a batch is open).
+        let wtx = self.db().begin_write().ctx("beginning a write")?;
         let marks = read_marks(&wtx.open_table(META).ctx("opening meta")?)?;
         Ok(WriteBatch::new(self, wtx, marks.current, marks.compact))
     }
@@ -221,43 +261,76 @@ impl Store {
     /// Recomputes [`Store::db_size_in_use`] by walking the tables of a snapshot: it reads every
     /// page, so call it now and then, not per request. Never blocks writers.
     pub fn refresh_size_in_use(&self) -> Result<u64, MvccError> {
-        let rtx = self.snapshot()?;
-        let mut bytes = 0u64;
-        let mut add = |stats: redb::TableStats| {
-            bytes += stats.stored_bytes() + stats.metadata_bytes() + stats.fragmented_bytes();
+        struct Measure<'r> {
+            rtx: &'r ReadTransaction,
+            bytes: u64,
+        }
+        impl TableVisitor for Measure<'_> {
+            fn visit<K: Key + 'static, V: Value + 'static>(
+                &mut self,
+                table: TableDefinition<'static, K, V>,
+            ) -> Result<(), MvccError> {
+                let stats = self
+                    .rtx
+                    .open_table(table)
+                    .ctx("opening a table")?
+                    .stats()
+                    .ctx("measuring a table")?;
+                self.bytes +=
+                    stats.stored_bytes() + stats.metadata_bytes() + stats.fragmented_bytes();
+                Ok(())
+            }
+        }
+        let rtx = self.read_txn()?;
+        let mut measure = Measure {
+            rtx: &rtx,
+            bytes: 0,
         };
-        add(rtx
-            .open_table(VERSIONS)
-            .ctx("opening versions")?
-            .stats()
-            .ctx("measuring versions")?);
-        add(rtx
-            .open_table(HISTORY)
-            .ctx("opening history")?
-            .stats()
-            .ctx("measuring history")?);
-        add(rtx
-            .open_table(COUNTS)
-            .ctx("opening counts")?
-            .stats()
-            .ctx("measuring counts")?);
-        add(rtx
-            .open_table(META)
-            .ctx("opening meta")?
-            .stats()
-            .ctx("measuring meta")?);
-        bytes += crate::lease::stored_bytes(&rtx)?;
-        self.in_use.store(bytes, Ordering::Relaxed);
-        Ok(bytes)
+        visit_tables(&mut measure)?;
+        self.in_use.store(measure.bytes, Ordering::Relaxed);
+        Ok(measure.bytes)
     }
 
     /// Makes everything committed so far durable now (also used on shutdown). Waits while a
     /// [`WriteBatch`] is open.
     pub fn sync(&self) -> Result<(), MvccError> {
-        let mut wtx = self.db.begin_write().ctx("beginning a sync")?;
+        let mut wtx = self.db().begin_write().ctx("beginning a sync")?;
         set_durability(&mut wtx, true)?;
         wtx.commit().ctx("syncing")
     }
+}
+
+/// Opens every table of the layout in `wtx`, creating the missing ones. True when some were
+/// missing (a fresh file, or one written before the table existed): the transaction must then
+/// be committed.
+fn create_tables(wtx: &WriteTransaction) -> Result<bool, MvccError> {
+    struct Create<'w> {
+        wtx: &'w WriteTransaction,
+        existing: HashSet<String>,
+        missing: bool,
+    }
+    impl TableVisitor for Create<'_> {
+        fn visit<K: Key + 'static, V: Value + 'static>(
+            &mut self,
+            table: TableDefinition<'static, K, V>,
+        ) -> Result<(), MvccError> {
+            self.missing |= !self.existing.contains(table.name());
+            self.wtx.open_table(table).ctx("opening a table")?;
+            Ok(())
+        }
+    }
+    let existing = wtx
+        .list_tables()
+        .ctx("listing tables")?
+        .map(|t| t.name().to_string())
+        .collect();
+    let mut create = Create {
+        wtx,
+        existing,
+        missing: false,
+    };
+    visit_tables(&mut create)?;
+    Ok(create.missing)
 }
 
 /// A txn target on a read snapshot; only read-only txns reach it.

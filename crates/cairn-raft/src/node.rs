@@ -15,8 +15,8 @@ use crate::error::WalError;
 use crate::logger::raft_logger;
 use crate::storage::DiskStorage;
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
-use raft::{RawNode, ReadOnlyOption, StateRole, Storage};
+use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message, SnapshotMetadata};
+use raft::{RawNode, ReadOnlyOption, SnapshotStatus, StateRole, Storage};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -74,21 +74,49 @@ pub enum LoopError {
     /// Writing or syncing the WAL failed.
     #[error(transparent)]
     Wal(#[from] WalError),
-    /// The leader sent a snapshot; installing one is not implemented yet.
-    #[error("installing a raft snapshot from the leader is not implemented yet")]
-    SnapshotUnsupported,
     /// The apply side went away.
     #[error("apply side has stopped")]
     ApplyStopped,
 }
 
 /// A batch of committed entries, in log order, for the apply side.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct CommittedEntries {
     /// Entries to apply, contiguous and increasing.
     pub entries: Vec<Entry>,
     /// Raft term at hand-out time (for response headers).
     pub term: u64,
+    /// Indexes of configuration-change entries in `entries` that raft refused (membership
+    /// stays as it was for those, as etcd treats an invalid change as a no-op).
+    pub rejected_conf_changes: Vec<u64>,
+    /// A snapshot from the leader to install before anything after it: the state machine is
+    /// replaced by the backend received with it. Its WAL metadata is already durable. Comes
+    /// with no entries.
+    pub snapshot: Option<SnapshotMetadata>,
+}
+
+/// How far one member's log matches the leader's (leader only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerProgress {
+    /// Member id.
+    pub id: u64,
+    /// Highest index known to match the leader's log.
+    pub matched: u64,
+    /// Whether the member is a learner.
+    pub is_learner: bool,
+    /// Whether the member was heard from within the last election timeout.
+    pub recent_active: bool,
+}
+
+/// A snapshot of the leader's view of its followers.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    /// Whether this member is the leader (otherwise `peers` is empty).
+    pub is_leader: bool,
+    /// The leader's last log index.
+    pub last_index: u64,
+    /// Every member in the configuration, the leader included.
+    pub peers: Vec<PeerProgress>,
 }
 
 /// Live facts about the node, readable without talking to the raft thread.
@@ -100,6 +128,7 @@ pub struct NodeStatus {
     last_index: AtomicU64,
     applied_index: AtomicU64,
     is_leader: AtomicBool,
+    is_learner: AtomicBool,
 }
 
 impl NodeStatus {
@@ -127,12 +156,18 @@ impl NodeStatus {
     pub fn is_leader(&self) -> bool {
         self.is_leader.load(Ordering::Acquire)
     }
+    /// Whether this member is a learner in the current configuration.
+    pub fn is_learner(&self) -> bool {
+        self.is_learner.load(Ordering::Acquire)
+    }
 }
 
 /// Carries raft messages to other members. A single-member node never produces any.
 pub trait Transport: Send + 'static {
     /// Sends messages to their `to` members; failures are reported through
-    /// [`NodeHandle::report_unreachable`] by the transport itself.
+    /// [`NodeHandle::report_unreachable`] by the transport itself. A `MsgSnapshot` is sent
+    /// with the backend it describes, and its outcome reported through
+    /// [`NodeHandle::report_snapshot`].
     fn send(&mut self, msgs: Vec<Message>);
 }
 
@@ -141,11 +176,21 @@ enum Command {
         data: Vec<u8>,
         done: oneshot::Sender<Result<(), NodeError>>,
     },
+    ProposeConfChange {
+        change: ConfChange,
+        done: oneshot::Sender<Result<(), NodeError>>,
+    },
     ReadIndex {
         done: oneshot::Sender<Result<u64, NodeError>>,
     },
     Step(Message),
     Unreachable(u64),
+    SnapshotSent {
+        to: u64,
+        ok: bool,
+    },
+    TransferLeader(u64),
+    Progress(oneshot::Sender<Progress>),
     Applied(u64),
     CompactLog(u64),
     Stop,
@@ -168,6 +213,39 @@ impl NodeHandle {
             .send(Command::Propose { data, done })
             .map_err(|_| NodeError::Stopped)?;
         rx.await.map_err(|_| NodeError::Stopped)?
+    }
+
+    /// Proposes a membership change (etcd's ConfChange: `id` is the request id, `context` the
+    /// member). Resolves once raft accepted it into the log; raft accepts one pending change at
+    /// a time and silently turns a second into an empty entry, so callers wait for the entry to
+    /// be applied by request id.
+    pub async fn propose_conf_change(&self, change: ConfChange) -> Result<(), NodeError> {
+        let (done, rx) = oneshot::channel();
+        self.commands
+            .send(Command::ProposeConfChange { change, done })
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)?
+    }
+
+    /// Reports how sending a snapshot to `to` ended, so raft resumes replicating to it.
+    pub fn report_snapshot(&self, to: u64, ok: bool) {
+        let _ = self.commands.send(Command::SnapshotSent { to, ok });
+    }
+
+    /// Asks the leader to hand leadership to `to` (MsgTimeoutNow once `to` is caught up).
+    /// Success is seen in [`leader_watch`](Self::leader_watch); raft gives up silently after
+    /// an election timeout.
+    pub fn transfer_leader(&self, to: u64) {
+        let _ = self.commands.send(Command::TransferLeader(to));
+    }
+
+    /// The leader's view of every member's log.
+    pub async fn progress(&self) -> Result<Progress, NodeError> {
+        let (done, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Progress(done))
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)
     }
 
     /// Asks for a read index: the commit index at a moment this member was certainly leader
@@ -237,7 +315,12 @@ struct Loop {
     read_queue: Vec<oneshot::Sender<Result<u64, NodeError>>>,
     read_inflight: Option<PendingRead>,
     next_read_ctx: u64,
+    /// What raft has been told is applied (`advance_apply_to`).
     applied: u64,
+    /// What the apply side reported; may run ahead of raft's commit index right after a
+    /// snapshot install (the received backend is newer than the snapshot's index), so raft is
+    /// told `min(reported, committed, persisted)`.
+    reported_applied: u64,
 }
 
 /// Starts the Ready loop on its own thread. Returns the handle and the thread, which ends with
@@ -274,6 +357,10 @@ pub fn start(
         .last_index
         .store(storage.last_index().unwrap_or(0), Ordering::Release);
     status.applied_index.store(cfg.applied, Ordering::Release);
+    status.is_learner.store(
+        storage.conf_state().learners.contains(&cfg.id),
+        Ordering::Release,
+    );
     status
         .commit_index
         .store(node.raft.raft_log.committed, Ordering::Release);
@@ -288,6 +375,7 @@ pub fn start(
         node,
         storage,
         applied: cfg.applied,
+        reported_applied: cfg.applied,
         cfg,
         commands: rx,
         apply,
@@ -365,17 +453,41 @@ impl Loop {
                 });
                 let _ = done.send(res);
             }
+            Command::ProposeConfChange { change, done } => {
+                let res = self
+                    .node
+                    .propose_conf_change(vec![], change)
+                    .map_err(|e| match e {
+                        raft::Error::ProposalDropped => NodeError::ProposalDropped,
+                        _ => NodeError::ProposalTooLarge,
+                    });
+                let _ = done.send(res);
+            }
             Command::ReadIndex { done } => self.read_queue.push(done),
             Command::Step(msg) => {
                 // Messages from unknown peers or local message types are ignored, as etcd does.
                 let _ = self.node.step(msg);
             }
             Command::Unreachable(id) => self.node.report_unreachable(id),
-            Command::Applied(index) => {
-                if index > self.applied {
-                    self.applied = index;
-                    self.node.advance_apply_to(index);
+            Command::SnapshotSent { to, ok } => {
+                let status = if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.node.report_snapshot(to, status);
+            }
+            Command::TransferLeader(to) => {
+                if self.node.raft.state == StateRole::Leader && to != self.cfg.id {
+                    self.node.transfer_leader(to);
                 }
+            }
+            Command::Progress(done) => {
+                let _ = done.send(self.progress());
+            }
+            Command::Applied(index) => {
+                self.reported_applied = self.reported_applied.max(index);
+                self.advance_applied();
             }
             Command::CompactLog(index) => {
                 let index = index.min(self.applied);
@@ -388,6 +500,42 @@ impl Loop {
             Command::Stop => return true,
         }
         false
+    }
+
+    /// Tells raft how far apply got, never beyond what raft itself knows is committed and
+    /// persisted (raft panics otherwise).
+    fn advance_applied(&mut self) {
+        let log = &self.node.raft.raft_log;
+        let target = self.reported_applied.min(log.committed).min(log.persisted);
+        if target > self.applied {
+            self.applied = target;
+            self.node.advance_apply_to(target);
+            self.storage.set_snapshot_index(target);
+        }
+    }
+
+    fn progress(&self) -> Progress {
+        let raft = &self.node.raft;
+        if raft.state != StateRole::Leader {
+            return Progress::default();
+        }
+        let learners = raft.prs().conf().learners();
+        let mut peers: Vec<PeerProgress> = raft
+            .prs()
+            .iter()
+            .map(|(id, pr)| PeerProgress {
+                id: *id,
+                matched: pr.matched,
+                is_learner: learners.contains(id),
+                recent_active: pr.recent_active || *id == self.cfg.id,
+            })
+            .collect();
+        peers.sort_by_key(|p| p.id);
+        Progress {
+            is_leader: true,
+            last_index: raft.raft_log.last_index(),
+            peers,
+        }
     }
 
     /// Starts a read-index round for every queued reader if none is in flight, and re-issues a
@@ -461,9 +609,21 @@ impl Loop {
             }
         }
         self.send(rd.take_messages());
-        if !rd.snapshot().is_empty() {
-            return Err(LoopError::SnapshotUnsupported);
-        }
+        let snapshot = if rd.snapshot().is_empty() {
+            None
+        } else {
+            // The backend it describes was received and made durable by the transport before
+            // the message was stepped. Recording the metadata durably first means a crash
+            // before the store swap finds the snapshot file on restart and installs it then.
+            let meta = rd.snapshot().get_metadata().clone();
+            self.storage.apply_snapshot_metadata(&meta)?;
+            tracing::info!(
+                index = meta.index,
+                term = meta.term,
+                "installing snapshot from the leader"
+            );
+            Some(meta)
+        };
         for rs in rd.take_read_states() {
             self.resolve_read(&rs.request_ctx, rs.index);
         }
@@ -481,6 +641,21 @@ impl Loop {
         self.status
             .last_index
             .store(self.storage.last_index().unwrap_or(0), Ordering::Release);
+        if let Some(meta) = snapshot {
+            let index = meta.index;
+            let installed = CommittedEntries {
+                term: self.node.raft.term,
+                snapshot: Some(meta),
+                ..Default::default()
+            };
+            if self.apply.send(installed).is_err() {
+                return Err(LoopError::ApplyStopped);
+            }
+            self.status
+                .commit_index
+                .store(self.status.commit_index().max(index), Ordering::Release);
+            self.reported_applied = self.reported_applied.max(index);
+        }
         self.hand_out(committed)?;
         self.send(rd.take_persisted_messages());
 
@@ -495,6 +670,9 @@ impl Loop {
         }
         self.send(light.take_messages());
         self.hand_out(light.take_committed_entries())?;
+        // Right after a snapshot, raft must learn it is applied up to the snapshot's index
+        // (it does not assume so itself), and a report that ran ahead may now fit.
+        self.advance_applied();
         Ok(())
     }
 
@@ -525,37 +703,50 @@ impl Loop {
                 .commit_index
                 .store(last_index, Ordering::Release);
         }
+        let mut rejected_conf_changes = Vec::new();
         for e in &entries {
-            match e.get_entry_type() {
+            let accepted = match e.get_entry_type() {
                 EntryType::EntryConfChange => {
                     let mut cc = ConfChange::default();
-                    if cc.merge_from_bytes(e.get_data()).is_ok() {
-                        self.apply_conf_change(&cc)?;
-                    }
+                    cc.merge_from_bytes(e.get_data()).is_ok() && self.apply_conf_change(&cc)?
                 }
                 EntryType::EntryConfChangeV2 => {
                     let mut cc = ConfChangeV2::default();
-                    if cc.merge_from_bytes(e.get_data()).is_ok() {
-                        self.apply_conf_change(&cc)?;
-                    }
+                    cc.merge_from_bytes(e.get_data()).is_ok() && self.apply_conf_change(&cc)?
                 }
-                EntryType::EntryNormal => {}
+                EntryType::EntryNormal => true,
+            };
+            if !accepted {
+                rejected_conf_changes.push(e.index);
             }
         }
         let term = self.node.raft.term;
-        if self.apply.send(CommittedEntries { entries, term }).is_err() {
+        let batch = CommittedEntries {
+            entries,
+            term,
+            rejected_conf_changes,
+            snapshot: None,
+        };
+        if self.apply.send(batch).is_err() {
             return Err(LoopError::ApplyStopped);
         }
         Ok(())
     }
 
-    fn apply_conf_change(&mut self, cc: &impl raft_proto::ConfChangeI) -> Result<(), LoopError> {
+    /// Returns whether raft accepted the change.
+    fn apply_conf_change(&mut self, cc: &impl raft_proto::ConfChangeI) -> Result<bool, LoopError> {
         match self.node.apply_conf_change(cc) {
-            Ok(cs) => Ok(self.storage.set_conf_state(&cs)?),
+            Ok(cs) => {
+                self.status
+                    .is_learner
+                    .store(cs.learners.contains(&self.cfg.id), Ordering::Release);
+                self.storage.set_conf_state(&cs)?;
+                Ok(true)
+            }
             Err(e) => {
                 // An invalid change leaves membership as it was, as etcd does.
                 tracing::warn!(error = %e, "rejected raft configuration change");
-                Ok(())
+                Ok(false)
             }
         }
     }

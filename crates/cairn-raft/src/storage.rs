@@ -38,8 +38,9 @@ struct Mem {
     truncated_term: u64,
     /// Contiguous; `entries[0].index == truncated_index + 1` when non-empty.
     entries: VecDeque<Entry>,
-    /// What `snapshot()` answers with, set by the server.
-    snapshot: Option<Snapshot>,
+    /// The applied index a snapshot is offered at (the backend sent with it is at least as
+    /// new), set by the Ready loop as apply progresses.
+    snapshot_index: u64,
 }
 
 impl Mem {
@@ -92,7 +93,7 @@ impl DiskStorage {
             truncated_index: r.truncated_index,
             truncated_term: r.truncated_term,
             entries: r.entries,
-            snapshot: None,
+            snapshot_index: 0,
         };
         let storage = DiskStorage {
             inner: Arc::new(Inner {
@@ -129,6 +130,15 @@ impl DiskStorage {
     /// Bootstraps a brand-new log with this membership (writes the ConfState and syncs).
     /// Fails if the log is not empty or `conf_state` has no voter.
     pub fn bootstrap(&self, conf_state: ConfState) -> Result<(), WalError> {
+        self.bootstrap_log(conf_state, &[])
+    }
+
+    /// Bootstraps a brand-new log with this membership and these initial entries, all
+    /// committed (etcd starts a cluster with one ConfChange entry per member, so a member that
+    /// joins later and replays the log from the start learns the whole membership). The
+    /// entries must start at index 1 and be contiguous; the HardState becomes their last term
+    /// and index. One sync.
+    pub fn bootstrap_log(&self, conf_state: ConfState, entries: &[Entry]) -> Result<(), WalError> {
         let mut wal = self.wal();
         {
             let mem = self.mem();
@@ -146,9 +156,31 @@ impl DiskStorage {
                 "bootstrap needs at least one voter".into(),
             ));
         }
+        if entries.first().is_some_and(|e| e.index != 1) {
+            return Err(WalError::InvalidRequest(
+                "bootstrap entries must start at index 1".into(),
+            ));
+        }
         wal.write_conf_state(&conf_state)?;
+        let hs = entries.last().map(|last| {
+            let mut hs = HardState::default();
+            hs.term = last.term;
+            hs.commit = last.index;
+            hs
+        });
+        if !entries.is_empty() {
+            wal.append_entries(entries)?;
+        }
+        if let Some(hs) = &hs {
+            wal.write_hard_state(hs)?;
+        }
         wal.sync()?;
-        self.mem_mut().conf_state = conf_state;
+        let mut mem = self.mem_mut();
+        mem.conf_state = conf_state;
+        mem.entries.extend(entries.iter().cloned());
+        if let Some(hs) = hs {
+            mem.hard_state = hs;
+        }
         Ok(())
     }
 
@@ -278,11 +310,14 @@ impl DiskStorage {
         (mem.truncated_index, mem.truncated_term)
     }
 
-    /// Sets the snapshot `snapshot()` answers raft with (data = a small descriptor). Until one
-    /// is set, or while the one set is older than what raft asks for or than the truncated
-    /// index, `snapshot()` returns `SnapshotTemporarilyUnavailable` and raft retries later.
-    pub fn set_snapshot(&self, snap: Snapshot) {
-        self.mem_mut().snapshot = Some(snap);
+    /// Sets the applied index `snapshot()` offers a snapshot at. The snapshot carries only
+    /// metadata (index, term, ConfState); the transport streams the backend beside it, and
+    /// that backend has applied at least this far, so the follower skips what it already
+    /// holds. Until the index reaches what raft asks for, `snapshot()` returns
+    /// `SnapshotTemporarilyUnavailable` and raft retries later.
+    pub fn set_snapshot_index(&self, index: u64) {
+        let mut mem = self.mem_mut();
+        mem.snapshot_index = mem.snapshot_index.max(index);
     }
 
     /// Paths of the WAL's segment files, oldest first (for diagnostics and tests).
@@ -339,17 +374,18 @@ impl raft::Storage for DiskStorage {
 
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         let mem = self.mem();
-        match &mem.snapshot {
-            Some(s)
-                if s.get_metadata().index >= request_index
-                    && s.get_metadata().index >= mem.truncated_index =>
-            {
-                Ok(s.clone())
-            }
-            _ => Err(raft::Error::Store(
-                StorageError::SnapshotTemporarilyUnavailable,
-            )),
+        let index = mem.snapshot_index.min(mem.last_index());
+        let unavailable = || raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable);
+        if index < request_index || index < mem.truncated_index || index == 0 {
+            return Err(unavailable());
         }
+        let term = mem.term(index).map_err(|_| unavailable())?;
+        let mut snap = Snapshot::default();
+        let meta: &mut SnapshotMetadata = snap.mut_metadata();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(mem.conf_state.clone());
+        Ok(snap)
     }
 }
 
@@ -598,23 +634,50 @@ mod tests {
     fn snapshot_answers_only_when_fresh_enough() {
         let dir = tempfile::tempdir().unwrap();
         let (s, _) = DiskStorage::open(dir.path(), small()).unwrap();
+        s.bootstrap(voters(&[1, 2])).unwrap();
         s.append(&ents(1..=10, 1)).unwrap();
-        let mut snap = Snapshot::default();
-        snap.mut_metadata().index = 5;
-        snap.mut_metadata().term = 1;
-        snap.data = b"descriptor".to_vec().into();
-        s.set_snapshot(snap.clone());
-        assert_eq!(s.snapshot(5, 2).unwrap(), snap);
+        assert_eq!(
+            store_err(s.snapshot(0, 2)),
+            StorageError::SnapshotTemporarilyUnavailable,
+            "nothing applied yet"
+        );
+        s.set_snapshot_index(5);
+        let snap = s.snapshot(5, 2).unwrap();
+        assert_eq!(snap.get_metadata().index, 5);
+        assert_eq!(snap.get_metadata().term, 1);
+        assert_eq!(snap.get_metadata().get_conf_state(), &voters(&[1, 2]));
         assert_eq!(
             store_err(s.snapshot(6, 2)),
             StorageError::SnapshotTemporarilyUnavailable
         );
-        s.compact(7).unwrap();
+        s.set_snapshot_index(3);
         assert_eq!(
-            store_err(s.snapshot(0, 2)),
-            StorageError::SnapshotTemporarilyUnavailable,
-            "a snapshot older than the truncated index would not let the follower catch up"
+            s.snapshot(0, 2).unwrap().get_metadata().index,
+            5,
+            "never goes back"
         );
+        s.set_snapshot_index(9);
+        s.compact(7).unwrap();
+        assert_eq!(s.snapshot(0, 2).unwrap().get_metadata().index, 9);
+    }
+
+    #[test]
+    fn bootstrap_log_commits_initial_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (s, fresh) = DiskStorage::open(dir.path(), small()).unwrap();
+            assert!(fresh);
+            assert!(s.bootstrap_log(voters(&[1, 2]), &ents(2..=3, 1)).is_err());
+            s.bootstrap_log(voters(&[1, 2]), &ents(1..=2, 1)).unwrap();
+            assert_eq!(s.hard_state(), hs(1, 0, 2));
+            assert_eq!(s.last_index().unwrap(), 2);
+        }
+        let (s, fresh) = DiskStorage::open(dir.path(), small()).unwrap();
+        assert!(!fresh);
+        assert_eq!(s.hard_state(), hs(1, 0, 2));
+        assert_eq!(s.conf_state(), voters(&[1, 2]));
+        assert_eq!(s.entries(1, 3, None, ctx()).unwrap().len(), 2);
+        assert_restart_invariant(&s);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use cairn_raft::storage::{DiskStorage, WalOptions};
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, Snapshot};
+use raft::eraftpb::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message};
 use raft::{Config, RawNode, StateRole, Storage};
 
 fn logger() -> slog::Logger {
@@ -112,16 +112,10 @@ impl Node {
         out
     }
 
-    /// Leader side: publish a snapshot descriptor at `applied` and compact the log to it.
+    /// Leader side: offer snapshots at `applied` and compact the log to it.
     fn snapshot_and_compact(&mut self) {
         let index = self.applied;
-        let mut snap = Snapshot::default();
-        snap.mut_metadata().index = index;
-        snap.mut_metadata().term = self.storage.term(index).unwrap();
-        snap.mut_metadata()
-            .set_conf_state(self.storage.conf_state());
-        snap.data = format!("snapshot@{index}").into_bytes().into();
-        self.storage.set_snapshot(snap);
+        self.storage.set_snapshot_index(index);
         self.storage.compact(index).unwrap();
     }
 }

@@ -11,6 +11,7 @@
 use crate::core::Core;
 use crate::errors::mvcc_error;
 use crate::lease::PendingLessor;
+use crate::membership::{Member, MembershipState};
 use cairn_api::cairnpb::{internal_request::Request, InternalRequest};
 use cairn_api::etcdserverpb::{
     CompactionResponse, DeleteRangeResponse, LeaseCheckpointResponse, LeaseGrantResponse,
@@ -20,7 +21,8 @@ use cairn_api::EtcdError;
 use cairn_mvcc::{GrantedLeases, MvccError, WriteBatch};
 use cairn_raft::node::CommittedEntries;
 use prost::Message as _;
-use raft::eraftpb::EntryType;
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, EntryType, SnapshotMetadata};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,6 +51,9 @@ pub enum Applied {
     LeaseRevoke(LeaseRevokeResponse),
     /// LeaseCheckpoint's response.
     LeaseCheckpoint(LeaseCheckpointResponse),
+    /// A membership change (or a member's published attributes); the service reads the new
+    /// membership.
+    Membership,
 }
 
 /// The outcome a waiting client receives: the response and the store revision after it.
@@ -60,6 +65,14 @@ pub enum ApplyError {
     /// The backend failed to read or write.
     #[error("backend: {0}")]
     Backend(#[from] MvccError),
+    /// A snapshot from the leader could not be installed.
+    #[error("installing the snapshot at index {index}: {source}")]
+    Snapshot {
+        /// The snapshot's raft index.
+        index: u64,
+        /// What failed.
+        source: MvccError,
+    },
 }
 
 /// Runs until the raft side hangs up, then makes the store durable.
@@ -84,18 +97,24 @@ pub fn apply_loop(core: Arc<Core>, entries: Receiver<CommittedEntries>) -> Resul
             }
         };
         if let Some(first) = first {
-            let mut batch = vec![first];
-            let mut count = batch[0].entries.len();
-            while count < MAX_BATCH_ENTRIES {
-                match entries.try_recv() {
-                    Ok(b) => {
-                        count += b.entries.len();
-                        batch.push(b);
-                    }
-                    Err(_) => break,
+            let mut snapshot = None;
+            let mut batch = Vec::new();
+            let mut count = 0;
+            let mut next = Some(first);
+            while let Some(b) = next.take() {
+                // A snapshot replaces the store: everything before it is applied first,
+                // everything after it goes to the next batch.
+                if b.snapshot.is_some() {
+                    snapshot = b.snapshot;
+                    break;
+                }
+                count += b.entries.len();
+                batch.push(b);
+                if count < MAX_BATCH_ENTRIES {
+                    next = entries.try_recv().ok();
                 }
             }
-            let durable = last_durable.elapsed() >= DURABLE_INTERVAL;
+            let durable = last_durable.elapsed() >= DURABLE_INTERVAL || snapshot.is_some();
             let outcome = apply_batch(&core, batch, durable)?;
             if durable {
                 last_durable = Instant::now();
@@ -108,6 +127,12 @@ pub fn apply_loop(core: Arc<Core>, entries: Receiver<CommittedEntries>) -> Resul
                 } else {
                     core.waiters.trigger(id, result);
                 }
+            }
+            if let Some(meta) = snapshot {
+                install_snapshot(&core, &meta)?;
+                durable_index = core.applied_index();
+                last_durable = Instant::now();
+                compaction_pending = !core.store.compact_step(0)?;
             }
             // Log compaction: only what the durable store covers may be forgotten.
             if durable_index.saturating_sub(compacted_log_to) >= core.cfg.snapshot_count {
@@ -161,6 +186,8 @@ fn apply_batch(
     };
     let mut term = 0;
     let mut leases = PendingLessor::new(core);
+    // Copied on the first membership change of the batch, published after the commit.
+    let mut members: Option<MembershipState> = None;
     for committed in batch {
         for entry in committed.entries {
             // Entries at or below the durable applied index are replays of what the store
@@ -172,6 +199,17 @@ fn apply_batch(
             term = entry.term;
             if entry.get_entry_type() == EntryType::EntryNormal && entry.data.is_empty() {
                 leases.empty_entry(core, entry.term);
+            }
+            if entry.get_entry_type() == EntryType::EntryConfChange {
+                let rejected = committed.rejected_conf_changes.contains(&entry.index);
+                let state = members.get_or_insert_with(|| core.membership.state());
+                if let Some((id, result)) =
+                    apply_conf_change(core, &mut wb, state, &entry.data, rejected)?
+                {
+                    out.results
+                        .push((id, result.map(|()| (Applied::Membership, wb.revision()))));
+                }
+                continue;
             }
             if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
                 continue;
@@ -194,6 +232,13 @@ fn apply_batch(
                     out.physical.push(id);
                 }
             }
+            if let Request::MemberAttrSet(_) | Request::MemberUpdate(_) = &req {
+                let state = members.get_or_insert_with(|| core.membership.state());
+                let result = apply_member_request(&mut wb, state, req)
+                    .map(|()| (Applied::Membership, wb.revision()));
+                out.results.push((id, result));
+                continue;
+            }
             let result = apply_request(&mut wb, req, &mut out.compaction_scheduled, &mut leases);
             out.results.push((id, result));
         }
@@ -206,8 +251,132 @@ fn apply_batch(
     // an acknowledged revision never misses it.
     core.watch.publish(&events);
     leases.commit(core);
+    if let Some(state) = members {
+        core.membership.replace(state);
+    }
     core.set_applied_index(out.applied);
     Ok(out)
+}
+
+/// Applies a committed ConfChange to the membership (raft's configuration was already changed
+/// on the raft thread, or the change was refused there). Returns the waiter to wake.
+fn apply_conf_change(
+    core: &Core,
+    wb: &mut WriteBatch<'_>,
+    state: &mut MembershipState,
+    data: &[u8],
+    rejected: bool,
+) -> Result<Option<(u64, Result<(), EtcdError>)>, ApplyError> {
+    let Ok(cc) = ConfChange::parse_from_bytes(data) else {
+        tracing::error!("undecodable ConfChange entry skipped");
+        return Ok(None);
+    };
+    let id = cc.id;
+    let node = cc.node_id;
+    if rejected {
+        let err = match cc.get_change_type() {
+            ConfChangeType::RemoveNode => EtcdError::MemberNotFound,
+            _ => EtcdError::MemberExist,
+        };
+        return Ok(Some((id, Err(err))));
+    }
+    let from_context = Member::decode(&cc.context);
+    match cc.get_change_type() {
+        ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+            let learner = cc.get_change_type() == ConfChangeType::AddLearnerNode;
+            let member = match (state.members.get(&node), from_context) {
+                // Promotion: the member stays, as a voter.
+                (Some(existing), _) => Member {
+                    is_learner: learner && existing.is_learner,
+                    ..existing.clone()
+                },
+                (None, Some(m)) => Member {
+                    id: node,
+                    is_learner: learner,
+                    ..m
+                },
+                (None, None) => {
+                    tracing::error!(member_id = %format!("{node:x}"), "ConfChange without a member skipped");
+                    return Ok(Some((id, Err(EtcdError::MemberBadUrls))));
+                }
+            };
+            wb.put_member(node, &member.encode())?;
+            tracing::info!(
+                member_id = %format!("{node:x}"),
+                peer_urls = %member.peer_urls.join(","),
+                learner = member.is_learner,
+                "added member"
+            );
+            state.members.insert(node, member);
+        }
+        ConfChangeType::RemoveNode => {
+            wb.remove_member(node)?;
+            state.members.remove(&node);
+            state.removed.insert(node);
+            tracing::info!(member_id = %format!("{node:x}"), "removed member");
+            if node == core.member.id {
+                core.mark_removed();
+            }
+        }
+    }
+    Ok(Some((id, Ok(()))))
+}
+
+fn apply_member_request(
+    wb: &mut WriteBatch<'_>,
+    state: &mut MembershipState,
+    req: Request,
+) -> Result<(), EtcdError> {
+    let (id, change): (u64, Box<dyn FnOnce(&mut Member)>) = match req {
+        Request::MemberAttrSet(a) => (
+            a.member_id,
+            Box::new(move |m: &mut Member| {
+                m.name = a.name;
+                m.client_urls = a.client_urls;
+            }),
+        ),
+        Request::MemberUpdate(u) => (
+            u.member_id,
+            Box::new(move |m: &mut Member| {
+                let mut urls = u.peer_urls;
+                urls.sort();
+                m.peer_urls = urls;
+            }),
+        ),
+        _ => return Ok(()),
+    };
+    let Some(member) = state.members.get_mut(&id) else {
+        return Err(EtcdError::MemberNotFound);
+    };
+    change(member);
+    wb.put_member(id, &member.encode()).map_err(mvcc_error)?;
+    Ok(())
+}
+
+/// Replaces the store with the backend received with a snapshot, then rebuilds everything
+/// kept beside it: membership, leases, watchers, the applied index.
+fn install_snapshot(core: &Core, meta: &SnapshotMetadata) -> Result<(), ApplyError> {
+    let snap_dir = core.cfg.snap_path();
+    let path = crate::peer::snapshot::install_path(&snap_dir, meta.index);
+    let wrap = |source| ApplyError::Snapshot {
+        index: meta.index,
+        source,
+    };
+    core.store.replace_with(&path).map_err(wrap)?;
+    let (applied, _) = core.store.applied_index();
+    core.membership
+        .replace(MembershipState::load(&core.store).map_err(wrap)?);
+    core.lessor.recover(core.store.leases().map_err(wrap)?);
+    core.watch.resync_after_snapshot();
+    crate::peer::snapshot::clean_snap_dir(&snap_dir, meta.index);
+    tracing::info!(
+        index = meta.index,
+        applied_index = applied,
+        revision = core.store.current_revision(),
+        "installed snapshot from the leader"
+    );
+    core.set_applied_index(applied.max(core.applied_index()));
+    Ok(())
 }
 
 fn apply_request(
@@ -227,6 +396,10 @@ fn apply_request(
         }
         req @ (Request::LeaseGrant(_) | Request::LeaseRevoke(_) | Request::LeaseCheckpoint(_)) => {
             leases.apply(wb, req)?
+        }
+        Request::MemberAttrSet(_) | Request::MemberUpdate(_) => {
+            // Routed to apply_member_request before this.
+            return Err(EtcdError::NotCapable);
         }
         Request::Alarm(_) => {
             // This member does not propose these yet; one written by a newer member is

@@ -127,6 +127,11 @@ impl ServerConfig {
             .unwrap_or_else(|| self.data_dir.join("member").join("wal"))
     }
 
+    /// `member/snap`: the backend and snapshots received from the leader.
+    pub fn snap_path(&self) -> PathBuf {
+        self.data_dir.join("member").join("snap")
+    }
+
     /// Where the backend database file lives (etcd's `member/snap/db`).
     pub fn backend_path(&self) -> PathBuf {
         self.data_dir.join("member").join("snap").join("db")

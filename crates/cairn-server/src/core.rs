@@ -5,7 +5,8 @@
 use crate::apply::{Applied, ApplyResult};
 use crate::config::ServerConfig;
 use crate::errors::{mvcc_error, node_error};
-use crate::membership::Member;
+use crate::membership::{Member, Membership};
+use crate::peer::PeerContext;
 use crate::waiters::{RequestIds, Waiters};
 use cairn_api::cairnpb::{internal_request::Request, InternalRequest, RequestHeader};
 use cairn_api::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
@@ -13,6 +14,8 @@ use cairn_api::EtcdError;
 use cairn_mvcc::Store;
 use cairn_raft::node::{NodeError, NodeHandle};
 use prost::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::watch;
@@ -33,12 +36,16 @@ pub struct Core {
     pub waiters: Waiters<ApplyResult>,
     /// Request id generator.
     pub ids: RequestIds,
-    /// This member.
+    /// This member as configured (id, name, URLs); its live entry is in `membership`.
     pub member: Member,
-    /// Every member of the cluster, this one included.
-    pub members: Vec<Member>,
+    /// Every member of the cluster as applied so far, this one included.
+    pub membership: Arc<Membership>,
+    /// The peer port's shared state (how to reach other members).
+    pub peers: Arc<PeerContext>,
     /// The cluster id.
     pub cluster_id: u64,
+    /// Set when this member's removal from the cluster was applied; the server then stops.
+    removed: AtomicBool,
     /// Leases and their expiry (`lease/`).
     pub lessor: crate::lease::Lessor,
     /// Every watcher; the apply thread publishes each commit's events to it.
@@ -53,8 +60,7 @@ impl Core {
         store: Arc<Store>,
         node: NodeHandle,
         member: Member,
-        members: Vec<Member>,
-        cluster_id: u64,
+        peers: Arc<PeerContext>,
         applied: u64,
     ) -> Self {
         Core {
@@ -69,10 +75,22 @@ impl Core {
             node,
             waiters: Waiters::default(),
             member,
-            members,
-            cluster_id,
+            membership: peers.membership.clone(),
+            cluster_id: peers.identity.cluster_id,
+            peers,
+            removed: AtomicBool::new(false),
             applied: watch::channel(applied).0,
         }
+    }
+
+    /// Records that this member was removed from the cluster.
+    pub fn mark_removed(&self) {
+        self.removed.store(true, Ordering::Release);
+    }
+
+    /// Whether this member was removed from the cluster.
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
     }
 
     /// Highest raft index applied to the store.
@@ -103,8 +121,70 @@ impl Core {
         }
     }
 
-    /// Proposes `request` and waits until it is applied, returning what applying produced.
+    /// Refuses what a learner may not serve (everything but serializable reads), with etcd's
+    /// error.
+    pub fn refuse_on_learner(&self) -> Result<(), EtcdError> {
+        if self.node.status().is_learner() {
+            return Err(EtcdError::NotSupportedForLearner);
+        }
+        Ok(())
+    }
+
+    /// Proposes a client's `request` and waits until it is applied, returning what applying
+    /// produced. A learner refuses.
     pub async fn propose(&self, request: Request) -> Result<(Applied, i64), EtcdError> {
+        self.refuse_on_learner()?;
+        self.propose_as_member(request).await
+    }
+
+    /// Proposes a membership change and waits until it is applied (or refused).
+    pub async fn propose_conf_change(
+        &self,
+        change_type: ConfChangeType,
+        node_id: u64,
+        member: Option<&Member>,
+    ) -> Result<(), EtcdError> {
+        let id = self.ids.next();
+        let mut cc = ConfChange::default();
+        cc.id = id;
+        cc.set_change_type(change_type);
+        cc.node_id = node_id;
+        if let Some(m) = member {
+            cc.context = m.encode().into();
+        }
+        let deadline = Instant::now() + self.cfg.request_timeout();
+        let rx = self.waiters.register(id);
+        let mut leader = self.node.leader_watch();
+        loop {
+            match self.node.propose_conf_change(cc.clone()).await {
+                Ok(()) => break,
+                Err(NodeError::ProposalDropped) => {
+                    let wait = tokio::time::timeout_at(deadline.into(), leader.changed());
+                    let retry = tokio::time::sleep(self.cfg.heartbeat_interval);
+                    tokio::select! {
+                        r = wait => if r.is_err() { self.waiters.cancel(id); return Err(EtcdError::Timeout) },
+                        _ = retry => if Instant::now() >= deadline { self.waiters.cancel(id); return Err(EtcdError::Timeout) },
+                    }
+                }
+                Err(e) => {
+                    self.waiters.cancel(id);
+                    return Err(node_error(e));
+                }
+            }
+        }
+        match tokio::time::timeout_at(deadline.into(), rx).await {
+            Ok(Ok(result)) => result.map(|_| ()),
+            Ok(Err(_)) => Err(EtcdError::Stopped),
+            Err(_) => {
+                self.waiters.cancel(id);
+                Err(EtcdError::Timeout)
+            }
+        }
+    }
+
+    /// Proposes `request` on this member's own behalf (a learner may, e.g. to publish its
+    /// attributes) and waits until it is applied.
+    pub async fn propose_as_member(&self, request: Request) -> Result<(Applied, i64), EtcdError> {
         let id = self.ids.next();
         let data = InternalRequest {
             header: Some(RequestHeader {
@@ -157,6 +237,7 @@ impl Core {
     /// leader (ReadIndex), so a read that follows observes every write acknowledged before it
     /// began.
     pub async fn linearizable_barrier(&self) -> Result<(), EtcdError> {
+        self.refuse_on_learner()?;
         let deadline = Instant::now() + self.cfg.request_timeout();
         let index = match tokio::time::timeout_at(deadline.into(), self.node.read_index()).await {
             Ok(r) => r.map_err(node_error)?,

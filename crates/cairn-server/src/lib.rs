@@ -4,6 +4,7 @@
 //! port.
 
 pub mod apply;
+pub mod bootstrap;
 pub mod config;
 pub mod core;
 pub mod errors;
@@ -11,6 +12,7 @@ pub mod h2_authority;
 pub mod http;
 pub mod lease;
 pub mod membership;
+pub mod peer;
 pub mod server;
 pub mod services;
 pub mod waiters;

@@ -2,12 +2,14 @@
 //! start the raft and apply threads, then serve gRPC and HTTP on the client URLs.
 
 use crate::apply::{apply_loop, ApplyError};
-use crate::config::{ClusterState, ServerConfig, ETCD_CLUSTER_VERSION};
+use crate::config::{ServerConfig, ETCD_CLUSTER_VERSION};
 use crate::core::Core;
-use crate::membership::{cluster_id, member_id, Member};
+use crate::membership::{Membership, MembershipState};
+use crate::peer::{service::PeerService, PeerContext, PeerTransport};
 use crate::services::{
     cluster::ClusterService, kv::KvService, lease::LeaseService, maintenance::MaintenanceService,
 };
+use cairn_api::cairnpb::{internal_request::Request, peer_server::PeerServer, MemberAttrSet};
 use cairn_api::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
     lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
@@ -16,7 +18,6 @@ use cairn_mvcc::{MvccError, Store, StoreOptions};
 use cairn_raft::node::{self, LoopError, NodeConfig};
 use cairn_raft::storage::{DiskStorage, WalOptions};
 use cairn_raft::WalError;
-use raft::eraftpb::ConfState;
 use raft::Storage as _;
 use std::net::SocketAddr;
 use std::sync::mpsc;
@@ -63,6 +64,9 @@ pub enum ServerError {
         /// What failed.
         source: std::io::Error,
     },
+    /// This member's removal from the cluster was applied.
+    #[error("the member has been permanently removed from the cluster")]
+    Removed,
     /// Creating the data directory failed.
     #[error("data dir {path}: {source}")]
     DataDir {
@@ -99,57 +103,6 @@ fn client_socket(url: &str) -> Result<String, ServerError> {
     )))
 }
 
-/// This member and the whole initial cluster, with etcd's ids.
-fn initial_members(cfg: &ServerConfig) -> Result<(Member, Vec<Member>), ServerError> {
-    let mut by_name: Vec<(String, Vec<String>)> = Vec::new();
-    for (name, url) in &cfg.initial_cluster {
-        match by_name.iter_mut().find(|(n, _)| n == name) {
-            Some((_, urls)) => urls.push(url.clone()),
-            None => by_name.push((name.clone(), vec![url.clone()])),
-        }
-    }
-    let members: Vec<Member> = by_name
-        .into_iter()
-        .map(|(name, mut peer_urls)| {
-            peer_urls.sort();
-            Member {
-                id: member_id(&peer_urls, &cfg.initial_cluster_token, None),
-                client_urls: if name == cfg.name {
-                    cfg.advertise_client_urls.clone()
-                } else {
-                    vec![]
-                },
-                name,
-                peer_urls,
-                is_learner: false,
-            }
-        })
-        .collect();
-    let Some(me) = members.iter().find(|m| m.name == cfg.name).cloned() else {
-        return Err(ServerError::Config(format!(
-            "couldn't find local name {:?} in the initial cluster configuration",
-            cfg.name
-        )));
-    };
-    let mut advertised = cfg.initial_advertise_peer_urls.clone();
-    advertised.sort();
-    if advertised != me.peer_urls {
-        return Err(ServerError::Config(format!(
-            "--initial-cluster has {}={} but missing from --initial-advertise-peer-urls={}",
-            me.name,
-            me.peer_urls.join(","),
-            cfg.initial_advertise_peer_urls.join(",")
-        )));
-    }
-    if members.len() > 1 {
-        return Err(ServerError::Config(
-            "multi-member clusters are not implemented yet: --initial-cluster must name only this member"
-                .into(),
-        ));
-    }
-    Ok((me, members))
-}
-
 fn make_dir(path: &std::path::Path) -> Result<(), ServerError> {
     std::fs::create_dir_all(path).map_err(|source| ServerError::DataDir {
         path: path.display().to_string(),
@@ -157,20 +110,56 @@ fn make_dir(path: &std::path::Path) -> Result<(), ServerError> {
     })
 }
 
+fn backend_error(path: &std::path::Path) -> impl Fn(MvccError) -> ServerError + '_ {
+    move |source| ServerError::Backend {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// A crash after the WAL recorded a snapshot from the leader but before the backend was
+/// swapped leaves the received backend in `member/snap`: install it now.
+fn recover_pending_snapshot(
+    cfg: &ServerConfig,
+    store: &Store,
+    storage: &DiskStorage,
+) -> Result<(), ServerError> {
+    let snap_dir = cfg.snap_path();
+    let (truncated, _) = storage.truncated();
+    let (applied, _) = store.applied_index();
+    if applied < truncated {
+        let path = crate::peer::snapshot::install_path(&snap_dir, truncated);
+        if path.exists() {
+            tracing::info!(index = truncated, path = %path.display(), "installing the snapshot received before the last stop");
+            store
+                .replace_with(&path)
+                .map_err(backend_error(&cfg.backend_path()))?;
+        }
+    }
+    crate::peer::snapshot::clean_snap_dir(&snap_dir, store.applied_index().0);
+    Ok(())
+}
+
+/// Binds every URL in `urls`; returns the listeners with the addresses bound.
+async fn bind_all(urls: &[String]) -> Result<Vec<(String, TcpListener)>, ServerError> {
+    let mut out = Vec::new();
+    for url in urls {
+        let addr = client_socket(url)?;
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| ServerError::Listen {
+                url: url.clone(),
+                source,
+            })?;
+        out.push((url.clone(), listener));
+    }
+    Ok(out)
+}
+
 /// Starts a member and returns once it serves clients.
 pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
-    let (me, members) = initial_members(&cfg)?;
-    let cid = cluster_id(&members.iter().map(|m| m.id).collect::<Vec<_>>());
-    tracing::info!(
-        name = %cfg.name,
-        data_dir = %cfg.data_dir.display(),
-        member_id = %format!("{:x}", me.id),
-        cluster_id = %format!("{:x}", cid),
-        "starting an etcd server"
-    );
-
     let backend_path = cfg.backend_path();
-    make_dir(backend_path.parent().expect("backend path has a parent"))?;
+    make_dir(&cfg.snap_path())?;
     let wal_path = cfg.wal_path();
     make_dir(&wal_path)?;
     let store = Store::open(
@@ -179,13 +168,8 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
             cache_size_bytes: cfg.backend_cache_bytes,
         },
     )
-    .map_err(|source| ServerError::Backend {
-        path: backend_path.display().to_string(),
-        source,
-    })?;
+    .map_err(backend_error(&backend_path))?;
     let store = Arc::new(store);
-    let (applied, _) = store.applied_index();
-    tracing::info!(path = %backend_path.display(), revision = store.current_revision(), applied_index = applied, "opened backend db");
 
     let (storage, fresh) = DiskStorage::open(
         &wal_path,
@@ -194,25 +178,21 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
             ..WalOptions::default()
         },
     )?;
-    if fresh {
-        if cfg.initial_cluster_state == ClusterState::Existing {
-            return Err(ServerError::Config(
-                "joining an existing cluster (--initial-cluster-state existing) is not implemented yet".into(),
-            ));
-        }
-        if applied > 0 {
-            return Err(ServerError::Config(format!(
-                "the backend {} has applied raft index {applied} but the WAL in {} is empty; refusing to start with a lost log",
-                backend_path.display(),
-                wal_path.display()
-            )));
-        }
-        storage.bootstrap(ConfState {
-            voters: members.iter().map(|m| m.id).collect(),
-            ..Default::default()
-        })?;
-        tracing::info!(member_id = %format!("{:x}", me.id), "started as a new single-member cluster");
-    } else {
+    recover_pending_snapshot(&cfg, &store, &storage)?;
+    let (applied, _) = store.applied_index();
+    tracing::info!(path = %backend_path.display(), revision = store.current_revision(), applied_index = applied, "opened backend db");
+
+    let prepared = crate::bootstrap::prepare(&cfg, &storage, fresh, applied).await?;
+    let me = prepared.me.clone();
+    let identity = prepared.identity;
+    tracing::info!(
+        name = %cfg.name,
+        data_dir = %cfg.data_dir.display(),
+        member_id = %format!("{:x}", identity.member_id),
+        cluster_id = %format!("{:x}", identity.cluster_id),
+        "starting an etcd server"
+    );
+    if !fresh {
         let first = storage.first_index().unwrap_or(1);
         if applied + 1 < first {
             return Err(ServerError::Config(format!(
@@ -244,6 +224,14 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
         );
     }
 
+    let mut membership = MembershipState::load(&store).map_err(backend_error(&backend_path))?;
+    if membership.members.is_empty() {
+        membership = prepared.initial;
+    }
+    let membership = Arc::new(Membership::new(membership));
+    let peers = PeerContext::new(identity, membership, store.clone(), cfg.snap_path());
+    let transport = PeerTransport::new(peers.clone(), tokio::runtime::Handle::current());
+
     let (apply_tx, apply_rx) = mpsc::channel();
     let tick = cfg.heartbeat_interval;
     let (node, raft_thread) = node::start(
@@ -261,22 +249,19 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
         },
         storage,
         apply_tx,
-        None,
+        Some(Box::new(transport)),
     )?;
+    let _ = peers.node.set(node.clone());
     let core = Arc::new(Core::new(
         cfg.clone(),
         store,
         node,
         me.clone(),
-        members,
-        cid,
+        peers.clone(),
         applied,
     ));
     // etcd recovers its lessor from the backend before applying anything.
-    let leases = core.store.leases().map_err(|source| ServerError::Backend {
-        path: backend_path.display().to_string(),
-        source,
-    })?;
+    let leases = core.store.leases().map_err(backend_error(&backend_path))?;
     tracing::info!(leases = leases.len(), "recovered leases");
     core.lessor.recover(leases);
     let apply_core = core.clone();
@@ -285,31 +270,51 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
         .spawn(move || apply_loop(apply_core, apply_rx))
         .expect("spawning the apply thread");
 
+    let (stop_serving, stop_rx) = watch::channel(false);
+    let mut listeners = JoinSet::new();
+    // Peers must reach this member before it can learn of a leader.
+    let mut peer_addrs = Vec::new();
+    for (url, listener) in bind_all(&cfg.listen_peer_urls).await? {
+        peer_addrs.push(
+            listener
+                .local_addr()
+                .map_err(|source| ServerError::Listen {
+                    url: url.clone(),
+                    source,
+                })?,
+        );
+        let service = PeerServer::new(PeerService::new(peers.clone(), core.clone()))
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        let mut stop = stop_rx.clone();
+        listeners.spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+                .map_err(|e| ServerError::Listen {
+                    url,
+                    source: std::io::Error::other(e),
+                })
+        });
+    }
+    tracing::info!(addresses = ?peer_addrs, "serving peer traffic");
+
     let mut leader = core.node.leader_watch();
     let _ = leader.wait_for(|l| *l != 0).await;
     tracing::info!(
         cluster_version = ETCD_CLUSTER_VERSION,
         "enabled capabilities for version"
     );
-    tracing::info!(
-        local_member_id = %format!("{:x}", me.id),
-        local_member_attributes = %format!("{{Name:{} ClientURLs:[{}]}}", me.name, me.client_urls.join(" ")),
-        cluster_id = %format!("{:x}", cid),
-        "published local member to cluster through raft"
-    );
+    publish_attributes(&core).await;
 
-    let (stop_serving, stop_rx) = watch::channel(false);
     crate::lease::expiry::spawn(core.clone(), stop_rx.clone());
-    let mut listeners = JoinSet::new();
     let mut client_addrs = Vec::new();
-    for url in &cfg.listen_client_urls {
-        let addr = client_socket(url)?;
-        let listener = TcpListener::bind(&addr)
-            .await
-            .map_err(|source| ServerError::Listen {
-                url: url.clone(),
-                source,
-            })?;
+    for (url, listener) in bind_all(&cfg.listen_client_urls).await? {
         let local = listener
             .local_addr()
             .map_err(|source| ServerError::Listen {
@@ -320,7 +325,6 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
         tracing::warn!(address = %local, "serving client traffic insecurely; this is strongly discouraged!");
         let router = grpc_router(&core);
         let mut stop = stop_rx.clone();
-        let url = url.clone();
         listeners.spawn(async move {
             // Every connection goes through the :authority normalizer (etcd clients send
             // values h2 would reject), with Nagle off as etcd's gRPC server has it.
@@ -353,6 +357,32 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
         listeners,
         client_addrs,
     })
+}
+
+/// Publishes this member's name and client URLs through raft (etcd's `publish`), retrying
+/// until it is applied: other members list them, and clients discover endpoints from them.
+async fn publish_attributes(core: &Core) {
+    let me = &core.member;
+    let request = Request::MemberAttrSet(MemberAttrSet {
+        member_id: me.id,
+        name: me.name.clone(),
+        client_urls: core.cfg.advertise_client_urls.clone(),
+    });
+    loop {
+        match core.propose_as_member(request.clone()).await {
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "failed to publish local member to cluster through raft; retrying");
+                tokio::time::sleep(core.cfg.heartbeat_interval).await;
+            }
+        }
+    }
+    tracing::info!(
+        local_member_id = %format!("{:x}", me.id),
+        local_member_attributes = %format!("{{Name:{} ClientURLs:[{}]}}", me.name, core.cfg.advertise_client_urls.join(" ")),
+        cluster_id = %format!("{:x}", core.cluster_id),
+        "published local member to cluster through raft"
+    );
 }
 
 /// gRPC services plus the HTTP endpoints, on one router per client listener.
@@ -405,6 +435,9 @@ impl RunningServer {
                     Err(e) => return ServerError::Config(format!("listener task failed: {e}")),
                 },
                 _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+            }
+            if self.core.is_removed() {
+                return ServerError::Removed;
             }
             let raft_done = self.raft_thread.as_ref().is_some_and(|t| t.is_finished());
             let apply_done = self.apply_thread.as_ref().is_some_and(|t| t.is_finished());

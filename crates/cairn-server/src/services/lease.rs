@@ -9,9 +9,9 @@
 //!   attached keys in key order; an unknown lease answers TTL -1.
 //! - LeaseLeases: every lease, soonest expiry first.
 //!
-//! Keep-alives and time-to-live need the primary lessor (the leader); a member that is not
-//! (yet) primary waits for it up to the request timeout. Forwarding to a leader on another
-//! member arrives with multi-member clusters.
+//! Keep-alives and time-to-live need the primary lessor (the leader): a follower forwards them
+//! to the leader over the peer port ([`crate::peer::forward`]), retrying across leader changes
+//! up to the request timeout; the leader waits until its lessor is primary.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,9 +34,12 @@ use crate::apply::Applied;
 use crate::core::Core;
 use crate::errors::mvcc_error;
 use crate::lease::{Renewal, MAX_LEASE_TTL};
+use crate::peer::forward::Renewed;
 
 /// etcd's `applyTimeout`: how long a lease read waits for apply to catch up with commit.
 const APPLY_WAIT: Duration = Duration::from_secs(1);
+/// Pause between attempts while the leader is unknown or changing.
+const RETRY: Duration = Duration::from_millis(100);
 
 /// The Lease service.
 pub struct LeaseService {
@@ -78,8 +81,33 @@ async fn wait_change(
     }
 }
 
-/// etcd's LeaseRenew on the leader: the lease's TTL, or `LeaseNotFound`.
+/// etcd's LeaseRenew: on the leader, or forwarded to it.
 async fn renew(core: &Core, id: i64) -> Result<i64, EtcdError> {
+    let deadline = Instant::now() + core.cfg.request_timeout();
+    loop {
+        if core.node.status().is_leader() {
+            match renew_local(core, id).await {
+                Err(EtcdError::NotLeader) => {}
+                other => return other,
+            }
+        } else if core.node.status().leader_id() != 0 {
+            match crate::peer::forward::renew(core, id).await {
+                Ok(Renewed::Ttl(ttl)) => return Ok(ttl),
+                Ok(Renewed::NotFound) => return Err(EtcdError::LeaseNotFound),
+                Ok(Renewed::NotLeader) => {}
+                Err(e) => tracing::debug!(error = %e, "forwarding a lease renewal failed"),
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(EtcdError::Timeout);
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// etcd's LeaseRenew on the leader: the lease's TTL, or `LeaseNotFound`; `NotLeader` once this
+/// member stops being the leader.
+pub async fn renew_local(core: &Core, id: i64) -> Result<i64, EtcdError> {
     wait_applied(core).await?;
     let deadline = Instant::now() + core.cfg.request_timeout();
     let mut changes = core.lessor.subscribe();
@@ -107,6 +135,9 @@ async fn renew(core: &Core, id: i64) -> Result<i64, EtcdError> {
                 }
                 cleared = true;
             }
+            Renewal::NotPrimary if !core.node.status().is_leader() => {
+                return Err(EtcdError::NotLeader)
+            }
             // An expired lease is being revoked: answer once that is applied (or this member
             // stops being primary), as etcd does.
             Renewal::Expired | Renewal::NotPrimary => wait_change(&mut changes, deadline).await?,
@@ -114,7 +145,7 @@ async fn renew(core: &Core, id: i64) -> Result<i64, EtcdError> {
     }
 }
 
-/// Waits until this member is the primary lessor.
+/// Waits until this member is the primary lessor; `NotLeader` once it is not the leader.
 async fn wait_primary(core: &Core) -> Result<(), EtcdError> {
     let deadline = Instant::now() + core.cfg.request_timeout();
     let mut changes = core.lessor.subscribe();
@@ -123,8 +154,72 @@ async fn wait_primary(core: &Core) -> Result<(), EtcdError> {
         if core.lessor.primary_term().is_some() {
             return Ok(());
         }
+        if !core.node.status().is_leader() {
+            return Err(EtcdError::NotLeader);
+        }
         wait_change(&mut changes, deadline).await?;
     }
+}
+
+/// etcd's LeaseTimeToLive: on the leader, or forwarded to it.
+async fn time_to_live(
+    core: &Core,
+    req: LeaseTimeToLiveRequest,
+) -> Result<LeaseTimeToLiveResponse, EtcdError> {
+    let deadline = Instant::now() + core.cfg.request_timeout();
+    loop {
+        if core.node.status().is_leader() {
+            match time_to_live_local(core, req.clone()).await {
+                Err(EtcdError::NotLeader) => {}
+                other => return other,
+            }
+        } else if core.node.status().leader_id() != 0 {
+            match crate::peer::forward::time_to_live(core, req.clone()).await {
+                Ok(Some(mut resp)) => {
+                    // The header is this member's, as etcd's forwarding answers.
+                    resp.header = Some(core.header(core.store.current_revision()));
+                    return Ok(resp);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(error = %e, "forwarding a lease time-to-live failed"),
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(EtcdError::Timeout);
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// LeaseTimeToLive answered by the leader's lessor.
+pub async fn time_to_live_local(
+    core: &Core,
+    req: LeaseTimeToLiveRequest,
+) -> Result<LeaseTimeToLiveResponse, EtcdError> {
+    wait_applied(core).await?;
+    wait_primary(core).await?;
+    let header = Some(core.header(core.store.current_revision()));
+    let Some((ttl, granted_ttl)) = core.lessor.time_to_live(req.id, Instant::now()) else {
+        return Ok(LeaseTimeToLiveResponse {
+            header,
+            id: req.id,
+            ttl: -1,
+            granted_ttl: 0,
+            keys: vec![],
+        });
+    };
+    let keys = if req.keys {
+        core.store.lease_keys(req.id).map_err(mvcc_error)?
+    } else {
+        vec![]
+    };
+    Ok(LeaseTimeToLiveResponse {
+        header,
+        id: req.id,
+        ttl,
+        granted_ttl,
+        keys,
+    })
 }
 
 #[tonic::async_trait]
@@ -216,32 +311,10 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        let req = req.into_inner();
-        let core = &self.core;
-        wait_applied(core).await?;
-        wait_primary(core).await?;
-        let header = Some(core.header(core.store.current_revision()));
-        let Some((ttl, granted_ttl)) = core.lessor.time_to_live(req.id, Instant::now()) else {
-            return Ok(Response::new(LeaseTimeToLiveResponse {
-                header,
-                id: req.id,
-                ttl: -1,
-                granted_ttl: 0,
-                keys: vec![],
-            }));
-        };
-        let keys = if req.keys {
-            core.store.lease_keys(req.id).map_err(mvcc_error)?
-        } else {
-            vec![]
-        };
-        Ok(Response::new(LeaseTimeToLiveResponse {
-            header,
-            id: req.id,
-            ttl,
-            granted_ttl,
-            keys,
-        }))
+        self.core.refuse_on_learner()?;
+        Ok(Response::new(
+            time_to_live(&self.core, req.into_inner()).await?,
+        ))
     }
 
     async fn lease_leases(

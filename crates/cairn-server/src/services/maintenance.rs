@@ -1,11 +1,15 @@
-//! etcdserverpb.Maintenance: Status and Alarm listing. The other RPCs (defragment, hash,
-//! snapshot, move-leader, downgrade) are not built yet and answer `Unimplemented`.
+//! etcdserverpb.Maintenance: Status, Alarm listing, HashKV and MoveLeader. The other RPCs
+//! (defragment, hash, snapshot, downgrade) are not built yet and answer `Unimplemented`.
 
 use crate::config::ETCD_COMPAT_VERSION;
 use crate::core::Core;
 use cairn_api::etcdserverpb::alarm_request::AlarmAction;
 use cairn_api::etcdserverpb::maintenance_server::Maintenance;
-use cairn_api::etcdserverpb::{AlarmRequest, AlarmResponse, StatusRequest, StatusResponse};
+use cairn_api::etcdserverpb::{
+    AlarmRequest, AlarmResponse, HashKvRequest, HashKvResponse, MoveLeaderRequest,
+    MoveLeaderResponse, StatusRequest, StatusResponse,
+};
+use cairn_api::EtcdError;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -52,8 +56,54 @@ impl Maintenance for MaintenanceService {
             raft_applied_index: core.applied_index(),
             errors: vec![],
             db_size_in_use: core.store.db_size_in_use() as i64,
-            is_learner: core.member.is_learner,
+            is_learner: st.is_learner(),
             ..Default::default()
+        }))
+    }
+
+    async fn hash_kv(
+        &self,
+        req: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        let core = self.core.clone();
+        let revision = req.into_inner().revision;
+        let hash = tokio::task::spawn_blocking(move || core.store.hash_kv(revision))
+            .await
+            .map_err(|_| Status::from(EtcdError::Stopped))?
+            .map_err(crate::errors::mvcc_error)?;
+        Ok(Response::new(HashKvResponse {
+            header: Some(self.core.header(self.core.store.current_revision())),
+            hash: hash.hash,
+            compact_revision: hash.compact_revision,
+            hash_revision: hash.hash_revision,
+        }))
+    }
+
+    /// etcd's MoveLeader: only the leader may hand leadership over, only to a voter.
+    async fn move_leader(
+        &self,
+        req: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
+        let core = &self.core;
+        let target = req.into_inner().target_id;
+        if !core.node.status().is_leader() {
+            return Err(EtcdError::NotLeader.into());
+        }
+        match core.membership.get(target) {
+            Some(m) if !m.is_learner => {}
+            _ => return Err(EtcdError::BadLeaderTransferee.into()),
+        }
+        tracing::info!(
+            transferee_member_id = %format!("{target:x}"),
+            "leadership transfer starting"
+        );
+        crate::services::cluster::transfer_leadership(core, target).await?;
+        tracing::info!(
+            new_leader_member_id = %format!("{target:x}"),
+            "leadership transfer finished"
+        );
+        Ok(Response::new(MoveLeaderResponse {
+            header: Some(core.header(core.store.current_revision())),
         }))
     }
 }

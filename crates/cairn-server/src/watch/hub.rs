@@ -762,6 +762,32 @@ impl Hub {
         }
     }
 
+    /// The store was replaced by a snapshot from the leader: revisions between what was
+    /// published and the new current revision never went through [`publish`](Self::publish).
+    /// Every synced watcher becomes unsynced at its next revision, so its stream's driver
+    /// replays the gap from the new store's history (or reports it compacted).
+    pub fn resync_after_snapshot(&self) {
+        let current = self.store.current_revision();
+        let mut g = self.lock();
+        let Inner {
+            rev,
+            streams,
+            synced,
+            ..
+        } = &mut *g;
+        for (sid, st) in streams.iter_mut() {
+            for (wid, w) in st.watchers.iter_mut() {
+                if w.state == State::Synced {
+                    w.state = State::Unsynced;
+                    st.unsynced += 1;
+                    synced.remove(&w.range, (*sid, *wid));
+                }
+            }
+            st.signals.wake.notify_one();
+        }
+        *rev = (*rev).max(current);
+    }
+
     /// Up to `max` queued responses of `stream`, oldest first; `None` once the stream is
     /// closed or the hub shut down. Clears the progress-due mark of watchers that get events.
     pub fn pop(&self, stream: StreamId, max: usize) -> Option<Vec<Outgoing>> {

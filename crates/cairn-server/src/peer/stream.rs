@@ -1,0 +1,134 @@
+//! One peer's outgoing raft stream: connect, forward batches from the queue over a
+//! client-streaming `Raft` call, and on any failure tell raft the peer is unreachable, drop what
+//! is queued (raft resends what matters) and reconnect with backoff.
+
+use super::PeerContext;
+use cairn_api::cairnpb::{peer_client::PeerClient, RaftBatch};
+use protobuf::Message as _;
+use raft::eraftpb::Message;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// Messages or bytes per batch at most (whichever comes first).
+const BATCH_MESSAGES: usize = 1024;
+const BATCH_BYTES: usize = 4 << 20;
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Runs until the queue's sender is dropped or `to` stops being a member.
+pub(super) async fn run(ctx: Arc<PeerContext>, to: u64, mut queue: mpsc::Receiver<Message>) {
+    let mut backoff = BACKOFF_MIN;
+    // Log a peer going down once, not on every retry.
+    let mut reported_down = false;
+    loop {
+        let Some(url) = ctx.peer_url(to) else {
+            return;
+        };
+        let failure = match connect(&url).await {
+            Ok(client) => {
+                if reported_down {
+                    tracing::info!(remote_peer_id = %format!("{to:x}"), "peer became active");
+                    reported_down = false;
+                }
+                backoff = BACKOFF_MIN;
+                match forward(&ctx, to, client, &mut queue).await {
+                    Some(e) => e,
+                    None => return,
+                }
+            }
+            Err(e) => e,
+        };
+        if !reported_down {
+            tracing::warn!(remote_peer_id = %format!("{to:x}"), url = %url, error = %failure, "peer became inactive (message send to peer failed)");
+            reported_down = true;
+        }
+        ctx.report_unreachable(to);
+        // Whatever queued while the peer was unreachable is stale by the time it is back.
+        while queue.try_recv().is_ok() {}
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+        if queue.is_closed() && queue.is_empty() {
+            return;
+        }
+    }
+}
+
+async fn connect(url: &str) -> Result<PeerClient<tonic::transport::Channel>, String> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| format!("{e}: {}", source_chain(&e)))?;
+    Ok(PeerClient::new(channel)
+        .max_encoding_message_size(usize::MAX)
+        .max_decoding_message_size(usize::MAX))
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push(s.to_string());
+        cur = s.source();
+    }
+    out.join(": ")
+}
+
+/// Streams batches until the call fails (returns why) or the queue closes (returns `None`).
+async fn forward(
+    ctx: &PeerContext,
+    to: u64,
+    mut client: PeerClient<tonic::transport::Channel>,
+    queue: &mut mpsc::Receiver<Message>,
+) -> Option<String> {
+    let (body, body_rx) = mpsc::channel::<RaftBatch>(16);
+    let mut call = tokio::spawn(async move { client.raft(ReceiverStream::new(body_rx)).await });
+    let header = ctx.header_to(to);
+    loop {
+        let first = tokio::select! {
+            m = queue.recv() => m,
+            ended = &mut call => {
+                return Some(match ended {
+                    Ok(Ok(_)) => "peer closed the stream".to_string(),
+                    Ok(Err(status)) => status.message().to_string(),
+                    Err(e) => e.to_string(),
+                });
+            }
+        };
+        let Some(first) = first else {
+            call.abort();
+            return None;
+        };
+        let mut messages = Vec::new();
+        let mut bytes = 0;
+        let mut next = Some(first);
+        while let Some(m) = next.take() {
+            match m.write_to_bytes() {
+                Ok(b) => {
+                    bytes += b.len();
+                    messages.push(b);
+                }
+                Err(e) => tracing::error!(error = %e, "unencodable raft message dropped"),
+            }
+            if messages.len() < BATCH_MESSAGES && bytes < BATCH_BYTES {
+                next = queue.try_recv().ok();
+            }
+        }
+        let batch = RaftBatch {
+            header: Some(header),
+            messages,
+        };
+        if body.send(batch).await.is_err() {
+            return Some(match call.await {
+                Ok(Err(status)) => status.message().to_string(),
+                _ => "stream closed".to_string(),
+            });
+        }
+    }
+}
