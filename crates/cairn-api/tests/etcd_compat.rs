@@ -659,6 +659,7 @@ fn service_paths() {
         include_str!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs")),
         include_str!(concat!(env!("OUT_DIR"), "/v3electionpb.rs")),
         include_str!(concat!(env!("OUT_DIR"), "/v3lockpb.rs")),
+        include_str!(concat!(env!("OUT_DIR"), "/cairnpb.rs")),
     ]
     .concat();
     let mut n = 0;

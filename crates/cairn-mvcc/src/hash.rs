@@ -53,7 +53,8 @@ impl Hasher {
     fn add(&mut self, tag: u8, key: &[u8], mod_revision: i64, rec: RecordView<'_>) {
         self.buf.clear();
         self.buf.push(tag);
-        self.buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        self.buf
+            .extend_from_slice(&(key.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(key);
         self.buf.extend_from_slice(&mod_revision.to_le_bytes());
         self.buf.extend_from_slice(&rec.sub().to_le_bytes());
@@ -243,8 +244,8 @@ mod tests {
         base(&reference);
         put(&reference, "k3", "value");
         let want = reference.hash_kv(0).unwrap();
-        // Same revisions, one difference each: a value byte, the key, the lease, a replaced
-        // put's value (only in history), a delete instead of a put.
+        // Same revisions, one difference each: a value byte, the key, the lease, a delete
+        // instead of a put.
         let variants: [fn(&Store); 4] = [
             |s| drop(put(s, "k3", "valuf")),
             |s| drop(put(s, "k4", "value")),
@@ -269,6 +270,7 @@ mod tests {
             try_txn(&s, &t).unwrap();
             (d, s)
         };
+        // A put replaced within its revision differs only in history: it counts too.
         let (_d1, s1) = replaced("x");
         let (_d2, s2) = replaced("y");
         assert_eq!(

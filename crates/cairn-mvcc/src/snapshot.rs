@@ -84,10 +84,8 @@ impl Store {
             .set_cache_size(COPY_CACHE_BYTES)
             .create_with_backend(FileBackend::new(file).ctx("creating the snapshot database")?)
             .ctx("creating the snapshot database")?;
-        std::thread::sleep(std::time::Duration::from_millis(5));
-        let fresh = self.read_txn()?;
-        let mut copy = Copy {
-            src: &fresh,
+        let mut copy = Copier {
+            src: &rtx,
             dest: &db,
             wtx: None,
             pending: 0,
@@ -203,7 +201,7 @@ fn open_snapshot(path: &Path, cache_size_bytes: usize) -> Result<(Database, Mark
 
 /// Copies tables from a read transaction into another database, in write transactions of
 /// bounded size.
-struct Copy<'a> {
+struct Copier<'a> {
     src: &'a ReadTransaction,
     dest: &'a Database,
     /// The open transaction, if any.
@@ -212,21 +210,19 @@ struct Copy<'a> {
     pending: usize,
 }
 
-impl Copy<'_> {
+impl Copier<'_> {
     fn take_wtx(&mut self) -> Result<WriteTransaction, MvccError> {
         match self.wtx.take() {
             Some(wtx) => Ok(wtx),
             None => {
                 self.pending = 0;
-                self.dest
-                    .begin_write()
-                    .ctx("beginning a snapshot write")
+                self.dest.begin_write().ctx("beginning a snapshot write")
             }
         }
     }
 }
 
-impl TableVisitor for Copy<'_> {
+impl TableVisitor for Copier<'_> {
     fn visit<K: Key + 'static, V: Value + 'static>(
         &mut self,
         table: TableDefinition<'static, K, V>,
@@ -274,7 +270,9 @@ fn copy_rows_from<K: Key + 'static, V: Value + 'static>(
     table: TableDefinition<'static, K, V>,
     budget: usize,
 ) -> Result<(usize, bool), MvccError> {
-    let mut dest = wtx.open_table(table).ctx("creating a table in the snapshot")?;
+    let mut dest = wtx
+        .open_table(table)
+        .ctx("creating a table in the snapshot")?;
     let mut written = 0usize;
     for row in rows.by_ref() {
         let (k, v) = row.ctx("reading a table to copy")?;
@@ -504,7 +502,7 @@ mod tests {
                     let mut b = s.begin_write().unwrap();
                     b.txn(&t, &Leases).unwrap();
                     b.set_applied_index(index, 1);
-                    b.commit(index % 50 == 0).unwrap();
+                    b.commit(index.is_multiple_of(50)).unwrap();
                 }
                 index
             });
@@ -523,11 +521,18 @@ mod tests {
             copies
         });
         let revisions: BTreeSet<i64> = copies.iter().map(|(_, info)| info.revision).collect();
-        assert_eq!(revisions.len(), copies.len(), "the writer moved on between copies");
+        assert_eq!(
+            revisions.len(),
+            copies.len(),
+            "the writer moved on between copies"
+        );
         for (path, info) in copies {
             let copy = open(&path);
             assert_eq!(copy.current_revision(), info.revision);
-            assert_eq!(copy.applied_index(), (info.applied_index, info.applied_term));
+            assert_eq!(
+                copy.applied_index(),
+                (info.applied_index, info.applied_term)
+            );
             assert_eq!(
                 info.revision,
                 base + info.applied_index as i64 - 1,
@@ -561,7 +566,7 @@ mod tests {
         let snap = dir.path().join("incoming");
         src.copy_to(&snap).unwrap();
         drop(src_dir); // the copy no longer depends on the source
-        // A read begun before the swap finishes on the old contents.
+                       // A read begun before the swap finishes on the old contents.
         let before = s.read_txn().unwrap();
         s.replace_with(&snap).unwrap();
         assert!(!snap.exists(), "the snapshot file became the store's");
@@ -596,6 +601,58 @@ mod tests {
         assert_eq!(observe(&s), after);
         assert_eq!(s.members().unwrap().len(), 2);
         assert!(s.lease(8).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_compaction_half_done_continues_after_replace_with() {
+        let (dir, src) = store();
+        populate(&src, "a", 10);
+        // A revision of several puts and a delete, compacted at, then processed part-way: the
+        // compaction cursor sits inside the compact revision.
+        let t = txn(
+            vec![],
+            vec![
+                op_put("/p/a3", "x"),
+                op_put("/p/a4", "x"),
+                op_del("/p/a5", ""),
+                op_put("/p/z", "x"),
+            ],
+            vec![],
+        );
+        try_txn(&src, &t).unwrap();
+        let c = src.current_revision();
+        put(&src, "/p/a3", "after");
+        compact(&src, c).unwrap();
+        let cursor = |s: &Store| {
+            let rtx = s.read_txn().unwrap();
+            let meta = rtx.open_table(crate::layout::META).unwrap();
+            let rev = meta.get(crate::layout::META_COMPACT_CURSOR_REV).unwrap();
+            rev.map(|g| g.value())
+        };
+        while cursor(&src) != Some(c as u64) {
+            assert!(!src.compact_step(1).unwrap());
+        }
+        assert!(
+            !src.compact_step(1).unwrap(),
+            "still entries of {c} to process"
+        );
+        let snap = dir.path().join("snap");
+        src.copy_to(&snap).unwrap();
+        let (_d, s) = store();
+        populate(&s, "other", 1);
+        s.replace_with(&snap).unwrap();
+        assert_eq!(cursor(&s), Some(c as u64));
+        assert_eq!(raw_rows(&s), raw_rows(&src));
+        let mut steps = 0;
+        while !s.compact_step(1).unwrap() {
+            steps += 1;
+        }
+        while !src.compact_step(1).unwrap() {}
+        assert!(steps >= 1);
+        assert_eq!(raw_rows(&s), raw_rows(&src));
+        assert_eq!(observe(&s), observe(&src));
+        // The kept puts of the compact revision still replay.
+        assert_eq!(s.history(c, 1).unwrap()[0].events.len(), 3);
     }
 
     fn grant_lease(s: &Store, id: i64) {
@@ -658,7 +715,13 @@ mod tests {
             let err = s.replace_with(path).unwrap_err();
             let text = err.to_string();
             assert!(
-                matches!(err, MvccError::Corrupt { table: "snapshot file", .. }),
+                matches!(
+                    err,
+                    MvccError::Corrupt {
+                        table: "snapshot file",
+                        ..
+                    }
+                ),
                 "{what}: {text}"
             );
             assert!(text.contains(&path.display().to_string()), "{what}: {text}");

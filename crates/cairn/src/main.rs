@@ -65,6 +65,22 @@ fn main() -> ExitCode {
     runtime.block_on(run(cfg))
 }
 
+/// Resolves on SIGINT or SIGTERM, logging which.
+async fn stop_signal() {
+    let sigterm = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "received signal; shutting down"),
+        () = sigterm => tracing::info!(signal = "SIGTERM", "received signal; shutting down"),
+    }
+}
+
 /// Before logging is set up, errors go to stderr as a JSON line of the same shape.
 fn fail_early(msg: &str) -> ExitCode {
     eprintln!("{}", serde_json::json!({"level": "fatal", "msg": msg}));
@@ -77,27 +93,28 @@ async fn run(cfg: cairn_server::ServerConfig) -> ExitCode {
         cairn_version = cairn_server::config::CAIRN_VERSION,
         "starting cairn"
     );
-    let mut server = match cairn_server::start(cfg).await {
+    // A member of a cluster waits in start until it has joined; a signal must still stop it.
+    let mut signals = std::pin::pin!(stop_signal());
+    let started = tokio::select! {
+        s = cairn_server::start(cfg) => s,
+        () = &mut signals => return ExitCode::SUCCESS,
+    };
+    let mut server = match started {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("{e}");
             return ExitCode::FAILURE;
         }
     };
-    let sigterm = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "received signal; shutting down"),
-        _ = sigterm => tracing::info!(signal = "SIGTERM", "received signal; shutting down"),
+        () = &mut signals => {}
         e = server.wait_fatal() => {
             tracing::error!("{e}");
-            return ExitCode::FAILURE;
+            let removed = matches!(e, cairn_server::server::ServerError::Removed);
+            // A removed member stops cleanly (etcd exits with status 0 then).
+            if !removed {
+                return ExitCode::FAILURE;
+            }
         }
     }
     match server.shutdown().await {
