@@ -162,11 +162,10 @@ impl DiskStorage {
             ));
         }
         wal.write_conf_state(&conf_state)?;
-        let hs = entries.last().map(|last| {
-            let mut hs = HardState::default();
-            hs.term = last.term;
-            hs.commit = last.index;
-            hs
+        let hs = entries.last().map(|last| HardState {
+            term: last.term,
+            commit: last.index,
+            ..Default::default()
         });
         if !entries.is_empty() {
             wal.append_entries(entries)?;

@@ -258,6 +258,9 @@ fn apply_batch(
     Ok(out)
 }
 
+/// A waiter to wake (request id) and what to tell it.
+type Wake = (u64, Result<(), EtcdError>);
+
 /// Applies a committed ConfChange to the membership (raft's configuration was already changed
 /// on the raft thread, or the change was refused there). Returns the waiter to wake.
 fn apply_conf_change(
@@ -266,7 +269,7 @@ fn apply_conf_change(
     state: &mut MembershipState,
     data: &[u8],
     rejected: bool,
-) -> Result<Option<(u64, Result<(), EtcdError>)>, ApplyError> {
+) -> Result<Option<Wake>, ApplyError> {
     let Ok(cc) = ConfChange::parse_from_bytes(data) else {
         tracing::error!("undecodable ConfChange entry skipped");
         return Ok(None);
@@ -327,28 +330,26 @@ fn apply_member_request(
     state: &mut MembershipState,
     req: Request,
 ) -> Result<(), EtcdError> {
-    let (id, change): (u64, Box<dyn FnOnce(&mut Member)>) = match req {
-        Request::MemberAttrSet(a) => (
-            a.member_id,
-            Box::new(move |m: &mut Member| {
-                m.name = a.name;
-                m.client_urls = a.client_urls;
-            }),
-        ),
-        Request::MemberUpdate(u) => (
-            u.member_id,
-            Box::new(move |m: &mut Member| {
-                let mut urls = u.peer_urls;
-                urls.sort();
-                m.peer_urls = urls;
-            }),
-        ),
+    let id = match &req {
+        Request::MemberAttrSet(a) => a.member_id,
+        Request::MemberUpdate(u) => u.member_id,
         _ => return Ok(()),
     };
     let Some(member) = state.members.get_mut(&id) else {
         return Err(EtcdError::MemberNotFound);
     };
-    change(member);
+    match req {
+        Request::MemberAttrSet(a) => {
+            member.name = a.name;
+            member.client_urls = a.client_urls;
+        }
+        Request::MemberUpdate(u) => {
+            let mut urls = u.peer_urls;
+            urls.sort();
+            member.peer_urls = urls;
+        }
+        _ => {}
+    }
     wb.put_member(id, &member.encode()).map_err(mvcc_error)?;
     Ok(())
 }

@@ -271,6 +271,59 @@ pub async fn prepare(
     }
 }
 
+/// `--force-new-cluster` on an existing data dir (etcd's semantics): entries not known to be
+/// committed are dropped, and committed `RemoveNode` entries for every other member are
+/// appended, so the log itself records that this member became the only one; raft's
+/// configuration becomes this member alone.
+pub fn force_new_cluster(
+    storage: &DiskStorage,
+    me: u64,
+    known_members: impl IntoIterator<Item = u64>,
+) -> Result<(), ServerError> {
+    let cs = storage.conf_state();
+    let mut others: std::collections::BTreeSet<u64> = cs
+        .voters
+        .iter()
+        .chain(cs.learners.iter())
+        .copied()
+        .chain(known_members)
+        .collect();
+    others.remove(&me);
+    let mut hs = storage.hard_state();
+    let entries: Vec<Entry> = others
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let mut cc = ConfChange::default();
+            cc.set_change_type(ConfChangeType::RemoveNode);
+            cc.node_id = *id;
+            let mut e = Entry::default();
+            e.set_entry_type(EntryType::EntryConfChange);
+            e.index = hs.commit + 1 + i as u64;
+            e.term = hs.term;
+            e.data = cc.write_to_bytes().expect("encoding a ConfChange").into();
+            e
+        })
+        .collect();
+    if let Some(last) = entries.last() {
+        storage.append(&entries)?;
+        hs.commit = last.index;
+        storage.set_hard_state(&hs)?;
+    }
+    storage.set_conf_state(&ConfState {
+        voters: vec![me],
+        ..Default::default()
+    })?;
+    storage.sync()?;
+    tracing::warn!(
+        member_id = %format!("{me:x}"),
+        removed = others.len(),
+        commit = hs.commit,
+        "forcing restart as a new single-member cluster (--force-new-cluster)"
+    );
+    Ok(())
+}
+
 /// Asks the other members listed in `--initial-cluster` for the cluster's membership.
 async fn fetch_members(
     cfg: &ServerConfig,

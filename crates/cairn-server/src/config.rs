@@ -68,6 +68,8 @@ pub struct ServerConfig {
     pub pre_vote: bool,
     /// `--strict-reconfig-check`.
     pub strict_reconfig_check: bool,
+    /// `--force-new-cluster`: restart as the only member of the cluster, keeping the data.
+    pub force_new_cluster: bool,
     /// `--backend-cache-size` (cairn's own): the backend's page cache in bytes.
     pub backend_cache_bytes: usize,
     /// `--max-concurrent-streams` per client connection.
@@ -111,6 +113,7 @@ impl ServerConfig {
             max_snapshots: 5,
             pre_vote: true,
             strict_reconfig_check: true,
+            force_new_cluster: false,
             backend_cache_bytes: 256 << 20,
             max_concurrent_streams: u32::MAX,
             lease_checkpoint: true,

@@ -145,8 +145,10 @@ impl Core {
         member: Option<&Member>,
     ) -> Result<(), EtcdError> {
         let id = self.ids.next();
-        let mut cc = ConfChange::default();
-        cc.id = id;
+        let mut cc = ConfChange {
+            id,
+            ..Default::default()
+        };
         cc.set_change_type(change_type);
         cc.node_id = node_id;
         if let Some(m) = member {

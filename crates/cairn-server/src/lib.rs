@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod core;
 pub mod errors;
+pub mod guard;
 pub mod h2_authority;
 pub mod http;
 pub mod lease;

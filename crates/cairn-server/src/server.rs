@@ -27,6 +27,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+/// Largest peer message accepted beyond twice `--max-request-bytes`.
+const PEER_MESSAGE_LIMIT: usize = 64 << 20;
 /// How long shutdown waits for in-flight client requests before closing their connections.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -225,6 +227,9 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
     }
 
     let mut membership = MembershipState::load(&store).map_err(backend_error(&backend_path))?;
+    if cfg.force_new_cluster && !fresh {
+        crate::bootstrap::force_new_cluster(&storage, me.id, membership.members.keys().copied())?;
+    }
     if membership.members.is_empty() {
         membership = prepared.initial;
     }
@@ -283,8 +288,10 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
                     source,
                 })?,
         );
+        // A raft batch is at most a few MiB plus one entry (itself at most
+        // --max-request-bytes); a snapshot chunk is 1 MiB.
         let service = PeerServer::new(PeerService::new(peers.clone(), core.clone()))
-            .max_decoding_message_size(usize::MAX)
+            .max_decoding_message_size(PEER_MESSAGE_LIMIT + 2 * cfg.max_request_bytes)
             .max_encoding_message_size(usize::MAX);
         let mut stop = stop_rx.clone();
         listeners.spawn(async move {
@@ -411,7 +418,11 @@ fn grpc_router(core: &Arc<Core>) -> tonic::transport::server::Router {
         .routes()
         .into_axum_router()
         .merge(crate::http::routes(core.clone()))
-        .fallback(crate::http::unknown_path);
+        .fallback(crate::http::unknown_path)
+        .layer(axum::middleware::from_fn_with_state(
+            core.clone(),
+            crate::guard::admit,
+        ));
     tonic::transport::Server::builder()
         .accept_http1(true)
         .tcp_nodelay(true)

@@ -38,7 +38,12 @@ pub struct Flags {
     #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
     pub snapshot_count: u64,
     /// Entries kept behind a log compaction for slow followers.
-    #[arg(long, env = "ETCD_SNAPSHOT_CATCHUP_ENTRIES", default_value_t = 5_000)]
+    #[arg(
+        long,
+        env = "ETCD_SNAPSHOT_CATCHUP_ENTRIES",
+        default_value_t = 5_000,
+        alias = "experimental-snapshot-catchup-entries"
+    )]
     pub snapshot_catchup_entries: u64,
     /// Time (ms) of a heartbeat interval.
     #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
@@ -105,6 +110,9 @@ pub struct Flags {
         default_value = "http://localhost:2379"
     )]
     pub advertise_client_urls: String,
+    /// Force to create a new one-member cluster from this member's data.
+    #[arg(long, env = "ETCD_FORCE_NEW_CLUSTER", default_value = "false", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub force_new_cluster: bool,
     /// Reject reconfiguration requests that would cause quorum loss.
     #[arg(long, env = "ETCD_STRICT_RECONFIG_CHECK", default_value = "true", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
     pub strict_reconfig_check: bool,
@@ -238,8 +246,6 @@ pub struct Unbuilt {
     listen_metrics_urls: Option<String>,
     #[arg(long, env = "ETCD_PROXY", hide = true)]
     proxy: Option<String>,
-    #[arg(long, env = "ETCD_FORCE_NEW_CLUSTER", hide = true, num_args = 0..=1, default_missing_value = "true")]
-    force_new_cluster: Option<String>,
     #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", hide = true, num_args = 0..=1, default_missing_value = "true")]
     experimental_initial_corrupt_check: Option<String>,
     #[arg(long, env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME", hide = true)]
@@ -253,7 +259,7 @@ pub struct Unbuilt {
 impl Unbuilt {
     /// Fails naming the first flag set to something other than etcd's default.
     pub fn refuse(&self) -> Result<()> {
-        let given: [(&str, &Option<String>, &[&str]); 46] = [
+        let given: [(&str, &Option<String>, &[&str]); 45] = [
             (
                 "initial-election-tick-advance",
                 &self.initial_election_tick_advance,
@@ -335,7 +341,6 @@ impl Unbuilt {
             ("metrics", &self.metrics, &["basic"]),
             ("listen-metrics-urls", &self.listen_metrics_urls, &[""]),
             ("proxy", &self.proxy, &["off"]),
-            ("force-new-cluster", &self.force_new_cluster, &["false"]),
             (
                 "experimental-initial-corrupt-check",
                 &self.experimental_initial_corrupt_check,
@@ -572,6 +577,7 @@ impl Flags {
         cfg.max_snapshots = self.max_snapshots;
         cfg.pre_vote = self.pre_vote;
         cfg.strict_reconfig_check = self.strict_reconfig_check;
+        cfg.force_new_cluster = self.force_new_cluster;
         cfg.backend_cache_bytes = self.backend_cache_size;
         cfg.max_concurrent_streams = self.max_concurrent_streams;
         if self.experimental_enable_lease_checkpoint_persist == Some(true)

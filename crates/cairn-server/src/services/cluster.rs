@@ -89,9 +89,8 @@ fn peer_urls_taken(core: &Core, urls: &[String], except: u64) -> bool {
 
 /// etcd's `IsReadyToAddVotingMember` / `IsReadyToRemoveVotingMember`: started voters (those
 /// that published their attributes) must keep a quorum of the voters after the change.
-fn enough_started(core: &Core, voters_after: usize, started_after: usize) -> bool {
-    let _ = core;
-    started_after >= voters_after / 2 + 1
+fn enough_started(voters_after: usize, started_after: usize) -> bool {
+    started_after > voters_after / 2
 }
 
 /// Promotes learner `id`; runs on the leader.
@@ -199,7 +198,7 @@ impl Cluster for ClusterService {
                 .values()
                 .filter(|m| !m.is_learner && !m.name.is_empty())
                 .count();
-            if !enough_started(core, voters + 1, started) {
+            if !enough_started(voters + 1, started) {
                 return Err(EtcdError::MemberNotEnoughStarted.into());
             }
         }
@@ -248,7 +247,7 @@ impl Cluster for ClusterService {
                 .values()
                 .filter(|m| !m.is_learner && !m.name.is_empty() && m.id != id)
                 .count();
-            if voters > 1 && !enough_started(core, voters - 1, started) {
+            if voters > 1 && !enough_started(voters - 1, started) {
                 return Err(EtcdError::MemberNotEnoughStarted.into());
             }
         }

@@ -169,12 +169,12 @@ async fn time_to_live(
     let deadline = Instant::now() + core.cfg.request_timeout();
     loop {
         if core.node.status().is_leader() {
-            match time_to_live_local(core, req.clone()).await {
+            match time_to_live_local(core, req).await {
                 Err(EtcdError::NotLeader) => {}
                 other => return other,
             }
         } else if core.node.status().leader_id() != 0 {
-            match crate::peer::forward::time_to_live(core, req.clone()).await {
+            match crate::peer::forward::time_to_live(core, req).await {
                 Ok(Some(mut resp)) => {
                     // The header is this member's, as etcd's forwarding answers.
                     resp.header = Some(core.header(core.store.current_revision()));
