@@ -15,7 +15,6 @@ use cairn_mvcc::Store;
 use cairn_raft::node::{NodeError, NodeHandle};
 use prost::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::watch;
@@ -44,8 +43,6 @@ pub struct Core {
     pub peers: Arc<PeerContext>,
     /// The cluster id.
     pub cluster_id: u64,
-    /// Set when this member's removal from the cluster was applied; the server then stops.
-    removed: AtomicBool,
     /// Leases and their expiry (`lease/`).
     pub lessor: crate::lease::Lessor,
     /// Every watcher; the apply thread publishes each commit's events to it.
@@ -78,19 +75,18 @@ impl Core {
             membership: peers.membership.clone(),
             cluster_id: peers.identity.cluster_id,
             peers,
-            removed: AtomicBool::new(false),
             applied: watch::channel(applied).0,
         }
     }
 
-    /// Records that this member was removed from the cluster.
+    /// Records that this member was removed from the cluster; the server then stops.
     pub fn mark_removed(&self) {
-        self.removed.store(true, Ordering::Release);
+        self.peers.mark_removed();
     }
 
     /// Whether this member was removed from the cluster.
     pub fn is_removed(&self) -> bool {
-        self.removed.load(Ordering::Acquire)
+        self.peers.is_removed()
     }
 
     /// Highest raft index applied to the store.

@@ -312,7 +312,13 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
     tracing::info!(addresses = ?peer_addrs, "serving peer traffic");
 
     let mut leader = core.node.leader_watch();
-    let _ = leader.wait_for(|l| *l != 0).await;
+    // A member removed while it was down learns so from its peers' refusals, not a leader.
+    while *leader.borrow_and_update() == 0 {
+        if core.is_removed() {
+            return Err(ServerError::Removed);
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(200), leader.changed()).await;
+    }
     tracing::info!(
         cluster_version = ETCD_CLUSTER_VERSION,
         "enabled capabilities for version"

@@ -103,7 +103,11 @@ async fn run(cfg: cairn_server::ServerConfig) -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("{e}");
-            return ExitCode::FAILURE;
+            return if matches!(e, cairn_server::server::ServerError::Removed) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
         }
     };
     tokio::select! {

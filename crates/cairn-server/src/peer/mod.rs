@@ -45,6 +45,9 @@ pub struct PeerContext {
     snapshots_in_flight: Mutex<HashSet<u64>>,
     /// The connection forwarded requests use: (leader id, URL, channel).
     forward_channel: Mutex<Option<(u64, String, tonic::transport::Channel)>>,
+    /// This member was removed from the cluster (its removal applied, or a peer refused it as
+    /// removed); the server stops.
+    removed: std::sync::atomic::AtomicBool,
 }
 
 impl PeerContext {
@@ -63,7 +66,19 @@ impl PeerContext {
             snap_dir,
             snapshots_in_flight: Mutex::new(HashSet::new()),
             forward_channel: Mutex::new(None),
+            removed: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Records that this member is no longer part of the cluster.
+    pub fn mark_removed(&self) {
+        self.removed
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether this member was removed from the cluster.
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The header of a call to member `to`.

@@ -34,7 +34,14 @@ pub(super) async fn run(ctx: Arc<PeerContext>, to: u64, mut queue: mpsc::Receive
                 }
                 backoff = BACKOFF_MIN;
                 match forward(&ctx, to, client, &mut queue).await {
-                    Some(e) => e,
+                    Some(Failure::Removed) => {
+                        // Removed while it was down: the others refuse it for good (etcd's
+                        // member stops on the same answer).
+                        tracing::error!(remote_peer_id = %format!("{to:x}"), "the member has been permanently removed from the cluster");
+                        ctx.mark_removed();
+                        return;
+                    }
+                    Some(Failure::Other(e)) => e,
                     None => return,
                 }
             }
@@ -80,13 +87,31 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     out.join(": ")
 }
 
+/// Why a stream ended.
+enum Failure {
+    /// The peer refused this member as removed from the cluster.
+    Removed,
+    /// Anything else; worth a retry.
+    Other(String),
+}
+
+impl From<tonic::Status> for Failure {
+    fn from(status: tonic::Status) -> Failure {
+        if status.code() == tonic::Code::PermissionDenied {
+            Failure::Removed
+        } else {
+            Failure::Other(status.message().to_string())
+        }
+    }
+}
+
 /// Streams batches until the call fails (returns why) or the queue closes (returns `None`).
 async fn forward(
     ctx: &PeerContext,
     to: u64,
     mut client: PeerClient<tonic::transport::Channel>,
     queue: &mut mpsc::Receiver<Message>,
-) -> Option<String> {
+) -> Option<Failure> {
     let (body, body_rx) = mpsc::channel::<RaftBatch>(16);
     let mut call = tokio::spawn(async move { client.raft(ReceiverStream::new(body_rx)).await });
     let header = ctx.header_to(to);
@@ -95,9 +120,9 @@ async fn forward(
             m = queue.recv() => m,
             ended = &mut call => {
                 return Some(match ended {
-                    Ok(Ok(_)) => "peer closed the stream".to_string(),
-                    Ok(Err(status)) => status.message().to_string(),
-                    Err(e) => e.to_string(),
+                    Ok(Ok(_)) => Failure::Other("peer closed the stream".to_string()),
+                    Ok(Err(status)) => status.into(),
+                    Err(e) => Failure::Other(e.to_string()),
                 });
             }
         };
@@ -126,8 +151,8 @@ async fn forward(
         };
         if body.send(batch).await.is_err() {
             return Some(match call.await {
-                Ok(Err(status)) => status.message().to_string(),
-                _ => "stream closed".to_string(),
+                Ok(Err(status)) => status.into(),
+                _ => Failure::Other("stream closed".to_string()),
             });
         }
     }
