@@ -12,6 +12,8 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+pub mod cluster;
+pub mod proxy;
 
 /// Which server to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

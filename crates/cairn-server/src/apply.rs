@@ -80,6 +80,7 @@ pub fn apply_loop(core: Arc<Core>, entries: Receiver<CommittedEntries>) -> Resul
     let mut last_durable = Instant::now();
     let mut durable_index = core.store.applied_index().0;
     let mut compacted_log_to = durable_index;
+    let mut last_snapshot_index = durable_index;
     // Clients waiting for a physical compaction to finish: (request id, their result).
     let mut physical_waiters: Vec<(u64, ApplyResult)> = Vec::new();
     let mut compaction_pending = !core.store.compact_step(0)?;
@@ -134,8 +135,17 @@ pub fn apply_loop(core: Arc<Core>, entries: Receiver<CommittedEntries>) -> Resul
                 last_durable = Instant::now();
                 compaction_pending = !core.store.compact_step(0)?;
             }
-            // Log compaction: only what the durable store covers may be forgotten.
-            if durable_index.saturating_sub(compacted_log_to) >= core.cfg.snapshot_count {
+            // Log compaction, every --snapshot-count applied entries as etcd snapshots: only
+            // what the durable store covers may be forgotten, so the store is made durable
+            // first, then the log is cut --snapshot-catchup-entries behind it.
+            let applied = core.applied_index();
+            if applied.saturating_sub(last_snapshot_index) >= core.cfg.snapshot_count {
+                if durable_index < applied {
+                    core.store.sync()?;
+                    durable_index = applied;
+                    last_durable = Instant::now();
+                }
+                last_snapshot_index = applied;
                 let keep = core.cfg.snapshot_catchup_entries;
                 let to = durable_index.saturating_sub(keep);
                 if to > compacted_log_to {

@@ -178,6 +178,32 @@ pub async fn prepare(
     applied: u64,
 ) -> Result<Prepared, ServerError> {
     let path = identity_path(cfg);
+    if !fresh_wal {
+        if let Some(identity) = read_identity(&path)? {
+            // A restart: the flags that describe the initial cluster no longer matter (they
+            // may be stale after `member update`), as etcd ignores them.
+            let me = Member {
+                id: identity.member_id,
+                name: cfg.name.clone(),
+                peer_urls: cfg.initial_advertise_peer_urls.clone(),
+                client_urls: cfg.advertise_client_urls.clone(),
+                is_learner: false,
+            };
+            // Used only while the backend holds no members yet (a crash before the bootstrap
+            // entries were applied); flags that do not parse then mean no fallback.
+            let initial = initial_members(cfg)
+                .map(|(_, members)| MembershipState {
+                    members: members.into_iter().map(|m| (m.id, m)).collect(),
+                    removed: Default::default(),
+                })
+                .unwrap_or_default();
+            return Ok(Prepared {
+                identity,
+                me,
+                initial,
+            });
+        }
+    }
     let (me, members) = initial_members(cfg)?;
     let initial = MembershipState {
         members: members.iter().map(|m| (m.id, m.clone())).collect(),

@@ -151,6 +151,7 @@ impl Core {
             cc.context = m.encode().into();
         }
         let deadline = Instant::now() + self.cfg.request_timeout();
+        let term = self.node.status().term();
         let rx = self.waiters.register(id);
         let mut leader = self.node.leader_watch();
         loop {
@@ -175,7 +176,7 @@ impl Core {
             Ok(Err(_)) => Err(EtcdError::Stopped),
             Err(_) => {
                 self.waiters.cancel(id);
-                Err(EtcdError::Timeout)
+                Err(self.timeout_error(term))
             }
         }
     }
@@ -196,6 +197,7 @@ impl Core {
             return Err(EtcdError::RequestTooLarge);
         }
         let deadline = Instant::now() + self.cfg.request_timeout();
+        let term = self.node.status().term();
         let rx = self.waiters.register(id);
         if let Err(e) = self.propose_until(data, deadline).await {
             self.waiters.cancel(id);
@@ -206,8 +208,19 @@ impl Core {
             Ok(Err(_)) => Err(EtcdError::Stopped),
             Err(_) => {
                 self.waiters.cancel(id);
-                Err(EtcdError::Timeout)
+                Err(self.timeout_error(term))
             }
+        }
+    }
+
+    /// The error for a proposal that never applied: when a new term began meanwhile, raft most
+    /// likely dropped it with the old leader (etcd's "possibly due to previous leader
+    /// failure"); otherwise etcd's plain timeout.
+    fn timeout_error(&self, term_at_start: u64) -> EtcdError {
+        if self.node.status().term() > term_at_start {
+            EtcdError::TimeoutDueToLeaderFail
+        } else {
+            EtcdError::Timeout
         }
     }
 
@@ -236,6 +249,12 @@ impl Core {
     /// began.
     pub async fn linearizable_barrier(&self) -> Result<(), EtcdError> {
         self.refuse_on_learner()?;
+        self.read_barrier().await
+    }
+
+    /// [`linearizable_barrier`](Self::linearizable_barrier) for the member's own use (health
+    /// checks), which a learner may run too: its ReadIndex goes through the leader.
+    pub async fn read_barrier(&self) -> Result<(), EtcdError> {
         let deadline = Instant::now() + self.cfg.request_timeout();
         let index = match tokio::time::timeout_at(deadline.into(), self.node.read_index()).await {
             Ok(r) => r.map_err(node_error)?,

@@ -32,7 +32,7 @@ async fn unhealthy_reason(core: &Core) -> Option<&'static str> {
     if core.node.status().leader_id() == 0 {
         return Some("RAFT NO LEADER");
     }
-    match tokio::time::timeout(HEALTH_TIMEOUT, core.linearizable_barrier()).await {
+    match tokio::time::timeout(HEALTH_TIMEOUT, core.read_barrier()).await {
         Ok(Ok(())) => None,
         _ => Some("QGET ERROR"),
     }

@@ -234,8 +234,14 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
         membership = prepared.initial;
     }
     let membership = Arc::new(Membership::new(membership));
-    let peers = PeerContext::new(identity, membership, store.clone(), cfg.snap_path());
-    let transport = PeerTransport::new(peers.clone(), tokio::runtime::Handle::current());
+    let peers = PeerContext::new(
+        identity,
+        membership,
+        store.clone(),
+        cfg.snap_path(),
+        tokio::runtime::Handle::current(),
+    );
+    let transport = PeerTransport::new(peers.clone());
 
     let (apply_tx, apply_rx) = mpsc::channel();
     let tick = cfg.heartbeat_interval;
@@ -257,6 +263,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
         Some(Box::new(transport)),
     )?;
     let _ = peers.node.set(node.clone());
+    peers.spawn_connector();
     let core = Arc::new(Core::new(
         cfg.clone(),
         store,

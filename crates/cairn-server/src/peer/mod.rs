@@ -23,7 +23,8 @@ use cairn_raft::node::{NodeHandle, Transport};
 use raft::eraftpb::{Message, MessageType};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
 use tokio::sync::mpsc;
 
 /// Messages queued per peer before the transport starts dropping them.
@@ -48,6 +49,13 @@ pub struct PeerContext {
     /// This member was removed from the cluster (its removal applied, or a peer refused it as
     /// removed); the server stops.
     removed: std::sync::atomic::AtomicBool,
+    /// Each peer's outgoing queue; its task keeps a stream open even when idle, so that
+    /// `active_since` tells which peers are reachable (etcd's `ActiveSince`).
+    queues: Mutex<HashMap<u64, mpsc::Sender<Message>>>,
+    /// Since when each reachable peer has been connected without interruption.
+    active_since: Mutex<HashMap<u64, Instant>>,
+    /// Where peer tasks run.
+    runtime: tokio::runtime::Handle,
 }
 
 impl PeerContext {
@@ -57,6 +65,7 @@ impl PeerContext {
         membership: Arc<Membership>,
         store: Arc<Store>,
         snap_dir: PathBuf,
+        runtime: tokio::runtime::Handle,
     ) -> Arc<PeerContext> {
         Arc::new(PeerContext {
             identity,
@@ -67,7 +76,95 @@ impl PeerContext {
             snapshots_in_flight: Mutex::new(HashSet::new()),
             forward_channel: Mutex::new(None),
             removed: std::sync::atomic::AtomicBool::new(false),
+            queues: Mutex::new(HashMap::new()),
+            active_since: Mutex::new(HashMap::new()),
+            runtime,
         })
+    }
+
+    fn queues(&self) -> MutexGuard<'_, HashMap<u64, mpsc::Sender<Message>>> {
+        self.queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts `to`'s stream task unless it runs; returns its queue.
+    fn ensure_stream(
+        self: &Arc<Self>,
+        queues: &mut HashMap<u64, mpsc::Sender<Message>>,
+        to: u64,
+    ) -> mpsc::Sender<Message> {
+        if queues.get(&to).is_some_and(|q| q.is_closed()) {
+            queues.remove(&to);
+        }
+        queues
+            .entry(to)
+            .or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(PEER_QUEUE);
+                self.runtime.spawn(stream::run(self.clone(), to, rx));
+                tx
+            })
+            .clone()
+    }
+
+    /// Keeps a stream open to every other member as membership changes, like etcd's peer
+    /// transport, so reachability is known before any message needs to flow.
+    pub fn spawn_connector(self: &Arc<Self>) {
+        let ctx = self.clone();
+        let mut changes = self.membership.subscribe();
+        self.runtime.spawn(async move {
+            loop {
+                let ids: Vec<u64> = ctx
+                    .membership
+                    .list()
+                    .iter()
+                    .map(|m| m.id)
+                    .filter(|id| *id != ctx.identity.member_id)
+                    .collect();
+                {
+                    let mut queues = ctx.queues();
+                    for id in ids {
+                        ctx.ensure_stream(&mut queues, id);
+                    }
+                }
+                if changes.changed().await.is_err() || ctx.is_removed() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Records that the stream to `to` is up (keeping the first moment) or down.
+    fn set_active(&self, to: u64, up: bool) {
+        let mut active = self
+            .active_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if up {
+            active.entry(to).or_insert_with(Instant::now);
+        } else {
+            active.remove(&to);
+        }
+    }
+
+    /// Since when `id` has been reachable, if it is.
+    pub fn active_since(&self, id: u64) -> Option<Instant> {
+        self.active_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&id)
+            .copied()
+    }
+
+    /// How many of `ids` have been reachable since `since` or earlier (this member counts as
+    /// reachable), as etcd's `numConnectedSince`.
+    pub fn connected_since(&self, ids: &[u64], since: Instant) -> usize {
+        ids.iter()
+            .filter(|id| {
+                **id == self.identity.member_id
+                    || self.active_since(**id).is_some_and(|t| t <= since)
+            })
+            .count()
     }
 
     /// Records that this member is no longer part of the cluster.
@@ -107,35 +204,18 @@ impl PeerContext {
 /// The raft thread's transport: routes each message to its peer's queue.
 pub struct PeerTransport {
     ctx: Arc<PeerContext>,
-    runtime: tokio::runtime::Handle,
-    queues: HashMap<u64, mpsc::Sender<Message>>,
 }
 
 impl PeerTransport {
-    /// A transport spawning its tasks on `runtime`.
-    pub fn new(ctx: Arc<PeerContext>, runtime: tokio::runtime::Handle) -> PeerTransport {
-        PeerTransport {
-            ctx,
-            runtime,
-            queues: HashMap::new(),
-        }
-    }
-
-    fn queue(&mut self, to: u64) -> &mpsc::Sender<Message> {
-        let closed = self.queues.get(&to).is_some_and(|q| q.is_closed());
-        if closed {
-            self.queues.remove(&to);
-        }
-        self.queues.entry(to).or_insert_with(|| {
-            let (tx, rx) = mpsc::channel(PEER_QUEUE);
-            self.runtime.spawn(stream::run(self.ctx.clone(), to, rx));
-            tx
-        })
+    /// A transport over `ctx`'s peer streams.
+    pub fn new(ctx: Arc<PeerContext>) -> PeerTransport {
+        PeerTransport { ctx }
     }
 }
 
 impl Transport for PeerTransport {
     fn send(&mut self, msgs: Vec<Message>) {
+        let mut queues = self.ctx.queues();
         for m in msgs {
             let to = m.to;
             if self.ctx.membership.get(to).is_none() {
@@ -152,11 +232,11 @@ impl Transport for PeerTransport {
                 // Raft pauses a follower while its snapshot is outstanding, so a second one is
                 // a duplicate of the one already on its way.
                 if first {
-                    self.runtime.spawn(snapshot::send(self.ctx.clone(), m));
+                    self.ctx.runtime.spawn(snapshot::send(self.ctx.clone(), m));
                 }
                 continue;
             }
-            if self.queue(to).try_send(m).is_err() {
+            if self.ctx.ensure_stream(&mut queues, to).try_send(m).is_err() {
                 self.ctx.report_unreachable(to);
             }
         }

@@ -28,6 +28,7 @@ pub(super) async fn run(ctx: Arc<PeerContext>, to: u64, mut queue: mpsc::Receive
         };
         let failure = match connect(&url).await {
             Ok(client) => {
+                ctx.set_active(to, true);
                 if reported_down {
                     tracing::info!(remote_peer_id = %format!("{to:x}"), "peer became active");
                     reported_down = false;
@@ -47,6 +48,7 @@ pub(super) async fn run(ctx: Arc<PeerContext>, to: u64, mut queue: mpsc::Receive
             }
             Err(e) => e,
         };
+        ctx.set_active(to, false);
         if !reported_down {
             tracing::warn!(remote_peer_id = %format!("{to:x}"), url = %url, error = %failure, "peer became inactive (message send to peer failed)");
             reported_down = true;

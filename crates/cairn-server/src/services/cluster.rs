@@ -93,6 +93,27 @@ fn enough_started(voters_after: usize, started_after: usize) -> bool {
     started_after > voters_after / 2
 }
 
+/// etcd's `HealthInterval`: a peer counts as connected once reachable this long.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The voting members' ids.
+fn voter_ids(state: &crate::membership::MembershipState) -> Vec<u64> {
+    state
+        .members
+        .values()
+        .filter(|m| !m.is_learner)
+        .map(|m| m.id)
+        .collect()
+}
+
+/// etcd's `isConnectedFullySince`: every voter has been reachable for the health interval.
+fn connected_to_all_voters(core: &Core, voters: &[u64]) -> bool {
+    let Some(since) = Instant::now().checked_sub(HEALTH_INTERVAL) else {
+        return false;
+    };
+    core.peers.connected_since(voters, since) == voters.len()
+}
+
 /// Promotes learner `id`; runs on the leader.
 pub async fn promote_on_leader(core: &Core, id: u64) -> Result<MemberPromoteResponse, EtcdError> {
     let member = core.membership.get(id).ok_or(EtcdError::MemberNotFound)?;
@@ -198,9 +219,14 @@ impl Cluster for ClusterService {
                 .values()
                 .filter(|m| !m.is_learner && !m.name.is_empty())
                 .count();
-            if !enough_started(voters + 1, started) {
+            // etcd lets a lone started member add a second one (restoring a cluster).
+            let restoring = started == 1 && voters == 1;
+            if !restoring && !enough_started(voters + 1, started) {
                 return Err(EtcdError::MemberNotEnoughStarted.into());
             }
+        }
+        if core.cfg.strict_reconfig_check && !connected_to_all_voters(core, &voter_ids(&state)) {
+            return Err(EtcdError::Unhealthy.into());
         }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -249,6 +275,17 @@ impl Cluster for ClusterService {
                 .count();
             if voters > 1 && !enough_started(voters - 1, started) {
                 return Err(EtcdError::MemberNotEnoughStarted.into());
+            }
+            // A member that is down is safe to remove: it is not part of the active quorum.
+            let down = id != core.member.id && core.peers.active_since(id).is_none();
+            if !down {
+                let ids = voter_ids(&state);
+                let active = Instant::now()
+                    .checked_sub(HEALTH_INTERVAL)
+                    .map_or(1, |since| core.peers.connected_since(&ids, since));
+                if active - 1 < 1 + (ids.len() - 1) / 2 {
+                    return Err(EtcdError::Unhealthy.into());
+                }
             }
         }
         if id == core.member.id && core.node.status().is_leader() {

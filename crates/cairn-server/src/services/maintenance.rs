@@ -54,7 +54,12 @@ impl Maintenance for MaintenanceService {
             raft_index: st.commit_index(),
             raft_term: st.term(),
             raft_applied_index: core.applied_index(),
-            errors: vec![],
+            // etcd reports a member without a leader this way (etcdctl shows it).
+            errors: if st.leader_id() == 0 {
+                vec![EtcdError::NoLeader.message().to_string()]
+            } else {
+                vec![]
+            },
             db_size_in_use: core.store.db_size_in_use() as i64,
             is_learner: st.is_learner(),
             ..Default::default()
