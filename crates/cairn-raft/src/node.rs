@@ -510,7 +510,6 @@ impl Loop {
         if target > self.applied {
             self.applied = target;
             self.node.advance_apply_to(target);
-            self.storage.set_snapshot_index(target);
         }
     }
 

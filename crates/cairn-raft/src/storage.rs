@@ -38,9 +38,10 @@ struct Mem {
     truncated_term: u64,
     /// Contiguous; `entries[0].index == truncated_index + 1` when non-empty.
     entries: VecDeque<Entry>,
-    /// The applied index a snapshot is offered at (the backend sent with it is at least as
-    /// new), set by the Ready loop as apply progresses.
-    snapshot_index: u64,
+    /// The index a snapshot is offered at: a copy of the state machine at exactly this
+    /// applied index exists beside the log (see [`DiskStorage::set_prepared_snapshot`]).
+    /// 0 = none yet.
+    prepared_snapshot: u64,
 }
 
 impl Mem {
@@ -69,10 +70,23 @@ impl Mem {
     }
 }
 
-#[derive(Debug)]
+/// Called (on the raft thread, so it must not block) when raft needs a snapshot newer than
+/// the one prepared; the argument is the lowest index that would do.
+pub type SnapshotRequest = Box<dyn Fn(u64) + Send + Sync>;
+
 struct Inner {
     wal: Mutex<Wal>,
     mem: RwLock<Mem>,
+    snapshot_request: RwLock<Option<SnapshotRequest>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("wal", &self.wal)
+            .field("mem", &self.mem)
+            .finish_non_exhaustive()
+    }
 }
 
 /// raft-rs storage backed by cairn's WAL. Cheap to clone: clones share the same log.
@@ -93,12 +107,13 @@ impl DiskStorage {
             truncated_index: r.truncated_index,
             truncated_term: r.truncated_term,
             entries: r.entries,
-            snapshot_index: 0,
+            prepared_snapshot: 0,
         };
         let storage = DiskStorage {
             inner: Arc::new(Inner {
                 wal: Mutex::new(opened.wal),
                 mem: RwLock::new(mem),
+                snapshot_request: RwLock::new(None),
             }),
         };
         Ok((storage, opened.fresh))
@@ -309,14 +324,22 @@ impl DiskStorage {
         (mem.truncated_index, mem.truncated_term)
     }
 
-    /// Sets the applied index `snapshot()` offers a snapshot at. The snapshot carries only
-    /// metadata (index, term, ConfState); the transport streams the backend beside it, and
-    /// that backend has applied at least this far, so the follower skips what it already
-    /// holds. Until the index reaches what raft asks for, `snapshot()` returns
-    /// `SnapshotTemporarilyUnavailable` and raft retries later.
-    pub fn set_snapshot_index(&self, index: u64) {
+    /// Records that a copy of the state machine at exactly applied index `index` is ready to
+    /// be sent: `snapshot()` then offers a snapshot at `index` (metadata only — index, its
+    /// term, the ConfState; the transport streams the copy beside it). Never goes back.
+    pub fn set_prepared_snapshot(&self, index: u64) {
         let mut mem = self.mem_mut();
-        mem.snapshot_index = mem.snapshot_index.max(index);
+        mem.prepared_snapshot = mem.prepared_snapshot.max(index);
+    }
+
+    /// Sets what `snapshot()` calls when the prepared snapshot is missing or too old; until a
+    /// newer one is prepared, raft is told `SnapshotTemporarilyUnavailable` and retries later.
+    pub fn on_snapshot_request(&self, request: SnapshotRequest) {
+        *self
+            .inner
+            .snapshot_request
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(request);
     }
 
     /// Paths of the WAL's segment files, oldest first (for diagnostics and tests).
@@ -373,12 +396,28 @@ impl raft::Storage for DiskStorage {
 
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         let mem = self.mem();
-        let index = mem.snapshot_index.min(mem.last_index());
+        let index = mem.prepared_snapshot;
         let unavailable = || raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable);
-        if index < request_index || index < mem.truncated_index || index == 0 {
+        // A follower continues from index + 1, which the log must still hold.
+        let usable = index != 0
+            && index >= request_index
+            && index >= mem.truncated_index
+            && index <= mem.last_index();
+        let term = if usable { mem.term(index).ok() } else { None };
+        let Some(term) = term else {
+            let wanted = request_index.max(mem.truncated_index);
+            drop(mem);
+            if let Some(request) = self
+                .inner
+                .snapshot_request
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+            {
+                request(wanted);
+            }
             return Err(unavailable());
-        }
-        let term = mem.term(index).map_err(|_| unavailable())?;
+        };
         let mut snap = Snapshot::default();
         let meta: &mut SnapshotMetadata = snap.mut_metadata();
         meta.index = index;
@@ -635,12 +674,15 @@ mod tests {
         let (s, _) = DiskStorage::open(dir.path(), small()).unwrap();
         s.bootstrap(voters(&[1, 2])).unwrap();
         s.append(&ents(1..=10, 1)).unwrap();
+        let requested = Arc::new(Mutex::new(Vec::new()));
+        let seen = requested.clone();
+        s.on_snapshot_request(Box::new(move |i| seen.lock().unwrap().push(i)));
         assert_eq!(
             store_err(s.snapshot(0, 2)),
             StorageError::SnapshotTemporarilyUnavailable,
-            "nothing applied yet"
+            "nothing prepared yet"
         );
-        s.set_snapshot_index(5);
+        s.set_prepared_snapshot(5);
         let snap = s.snapshot(5, 2).unwrap();
         assert_eq!(snap.get_metadata().index, 5);
         assert_eq!(snap.get_metadata().term, 1);
@@ -649,15 +691,21 @@ mod tests {
             store_err(s.snapshot(6, 2)),
             StorageError::SnapshotTemporarilyUnavailable
         );
-        s.set_snapshot_index(3);
+        s.set_prepared_snapshot(3);
         assert_eq!(
             s.snapshot(0, 2).unwrap().get_metadata().index,
             5,
             "never goes back"
         );
-        s.set_snapshot_index(9);
         s.compact(7).unwrap();
+        assert_eq!(
+            store_err(s.snapshot(0, 2)),
+            StorageError::SnapshotTemporarilyUnavailable,
+            "a snapshot older than the truncated index would not let the follower catch up"
+        );
+        s.set_prepared_snapshot(9);
         assert_eq!(s.snapshot(0, 2).unwrap().get_metadata().index, 9);
+        assert_eq!(*requested.lock().unwrap(), vec![0, 6, 7]);
     }
 
     #[test]

@@ -115,7 +115,7 @@ impl Node {
     /// Leader side: offer snapshots at `applied` and compact the log to it.
     fn snapshot_and_compact(&mut self) {
         let index = self.applied;
-        self.storage.set_snapshot_index(index);
+        self.storage.set_prepared_snapshot(index);
         self.storage.compact(index).unwrap();
     }
 }

@@ -242,6 +242,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
         tokio::runtime::Handle::current(),
     );
     let transport = PeerTransport::new(peers.clone());
+    crate::peer::snapshot::spawn_preparer(peers.clone(), storage.clone());
 
     let (apply_tx, apply_rx) = mpsc::channel();
     let tick = cfg.heartbeat_interval;

@@ -1,9 +1,17 @@
 //! Snapshots between members. Raft's snapshot carries only metadata (index, term, ConfState);
-//! the backend travels beside it: the leader makes a consistent copy of its backend (at an
-//! applied index at least the snapshot's) and streams the file in chunks with a CRC-32C; the
-//! receiver writes it to `member/snap/<index>.snap.db`, verifies it, makes it durable and only
-//! then steps the raft message. The Ready loop records the metadata in the WAL and the apply
-//! thread swaps the file in ([`install_path`]); a crash in between finds the file on restart.
+//! the backend travels beside it.
+//!
+//! Leader side: when raft asks storage for a snapshot newer than the one prepared, storage
+//! answers "temporarily unavailable" and calls [`spawn_preparer`]'s hook; the preparer makes a
+//! consistent copy of the backend (`member/snap/<index>.send.db`, one read transaction) and
+//! tells storage to offer a snapshot at exactly the copy's applied index. Raft retries, gets
+//! it, and the transport streams that file in chunks with a CRC-32C ([`send`]). So the
+//! snapshot's index is exactly the applied index of the backend that comes with it.
+//!
+//! Follower side ([`receive`]): the file goes to `member/snap/<index>.snap.db`, is verified
+//! and made durable, and only then is the raft message stepped. The Ready loop records the
+//! metadata in the WAL and the apply thread swaps the file in ([`install_path`]); a crash in
+//! between finds the file on restart.
 
 use super::PeerContext;
 use cairn_api::cairnpb::{peer_client::PeerClient, SnapshotChunk};
@@ -23,6 +31,85 @@ const CHUNK: usize = 1 << 20;
 /// Where the backend received with the snapshot at `index` waits to be installed.
 pub fn install_path(snap_dir: &Path, index: u64) -> PathBuf {
     snap_dir.join(format!("{index:016x}.snap.db"))
+}
+
+/// Where the leader keeps its copy of the backend at applied index `index` for sending.
+fn prepared_path(snap_dir: &Path, index: u64) -> PathBuf {
+    snap_dir.join(format!("{index:016x}.send.db"))
+}
+
+/// Makes backend copies when raft's storage asks for a snapshot (see the module docs). Only
+/// the newest copy is kept; requests that arrive while a copy is being made are served by
+/// the next one.
+pub fn spawn_preparer(ctx: Arc<PeerContext>, storage: cairn_raft::storage::DiskStorage) {
+    let wanted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let (w, n) = (wanted.clone(), wake.clone());
+    storage.on_snapshot_request(Box::new(move |index| {
+        w.fetch_max(index.max(1), std::sync::atomic::Ordering::AcqRel);
+        n.notify_one();
+    }));
+    ctx.runtime.clone().spawn(async move {
+        loop {
+            wake.notified().await;
+            if ctx.is_removed() {
+                return;
+            }
+            let want = wanted.load(std::sync::atomic::Ordering::Acquire);
+            if want == 0 {
+                continue;
+            }
+            match prepare(&ctx).await {
+                Ok(index) => {
+                    storage.set_prepared_snapshot(index);
+                    remove_prepared_before(&ctx.snap_dir, index);
+                    tracing::info!(index, "prepared a database snapshot for followers");
+                    if index < want {
+                        // Raced ahead of apply: try again shortly.
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        wake.notify_one();
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "failed to prepare a database snapshot");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    wake.notify_one();
+                }
+            }
+        }
+    });
+}
+
+/// Copies the backend; returns the copy's applied index.
+async fn prepare(ctx: &Arc<PeerContext>) -> Result<u64, String> {
+    let tmp = ctx.snap_dir.join("prepare.tmp.db");
+    let _ = std::fs::remove_file(&tmp);
+    let store = ctx.store.clone();
+    let copy_to = tmp.clone();
+    let info = tokio::task::spawn_blocking(move || store.copy_to(&copy_to))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("copying the backend: {e}"))?;
+    let path = prepared_path(&ctx.snap_dir, info.applied_index);
+    std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(info.applied_index)
+}
+
+/// Removes prepared copies older than `index`; a send already reading one keeps its open file.
+fn remove_prepared_before(snap_dir: &Path, index: u64) {
+    let Ok(dir) = std::fs::read_dir(snap_dir) else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let old = name
+            .strip_suffix(".send.db")
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .is_some_and(|i| i < index);
+        if old {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Sends `msg` (a MsgSnapshot) with a copy of the backend, then reports the outcome to raft.
@@ -56,23 +143,13 @@ pub(super) async fn send(ctx: Arc<PeerContext>, msg: Message) {
 }
 
 async fn send_inner(ctx: &Arc<PeerContext>, msg: Message) -> Result<u64, String> {
-    let to = msg.to;
-    let url = ctx.peer_url(to).ok_or("not a member")?;
-    let tmp = ctx.snap_dir.join(format!(
-        "send-{to:016x}-{:016x}.tmp.db",
-        msg.get_snapshot().get_metadata().index
-    ));
-    let _ = std::fs::remove_file(&tmp);
-    let store = ctx.store.clone();
-    let copy_to = tmp.clone();
-    let info = tokio::task::spawn_blocking(move || store.copy_to(&copy_to))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("copying the backend: {e}"))?;
-    let result = stream_file(ctx, &url, msg, &tmp).await;
-    let _ = std::fs::remove_file(&tmp);
-    tracing::debug!(applied_index = info.applied_index, "snapshot backend copy");
-    result
+    let url = ctx.peer_url(msg.to).ok_or("not a member")?;
+    let index = msg.get_snapshot().get_metadata().index;
+    let file = prepared_path(&ctx.snap_dir, index);
+    if !file.exists() {
+        return Err(format!("no prepared backend copy at index {index}"));
+    }
+    stream_file(ctx, &url, msg, &file).await
 }
 
 async fn stream_file(
@@ -124,10 +201,9 @@ async fn stream_file(
             }
         }
     });
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(2))
-        .connect()
+    let channel = ctx
+        .dialer
+        .channel(url, super::dial::DialOptions::now(Duration::from_secs(2)))
         .await
         .map_err(|e| e.to_string())?;
     let mut client = PeerClient::new(channel).max_encoding_message_size(usize::MAX);
@@ -201,8 +277,8 @@ pub async fn receive(
     Ok(msg)
 }
 
-/// Removes leftovers: partial receptions, copies being sent, and received snapshots at or
-/// below `installed` (already in the backend).
+/// Removes leftovers: partial receptions, copies made for sending (a new leader prepares its
+/// own), and received snapshots at or below `installed` (already in the backend).
 pub fn clean_snap_dir(snap_dir: &Path, installed: u64) {
     let Ok(dir) = std::fs::read_dir(snap_dir) else {
         return;
@@ -211,6 +287,7 @@ pub fn clean_snap_dir(snap_dir: &Path, installed: u64) {
         let name = entry.file_name().to_string_lossy().into_owned();
         let stale = name.ends_with(".part")
             || name.ends_with(".tmp.db")
+            || name.ends_with(".send.db")
             || snapshot_index(&name).is_some_and(|i| i <= installed);
         if stale {
             let _ = std::fs::remove_file(entry.path());
