@@ -201,9 +201,10 @@ async fn stream_file(
             }
         }
     });
-    let channel = ctx
-        .dialer
-        .channel(url, super::dial::DialOptions::now(Duration::from_secs(2)))
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
         .await
         .map_err(|e| e.to_string())?;
     let mut client = PeerClient::new(channel).max_encoding_message_size(usize::MAX);
