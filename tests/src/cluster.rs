@@ -79,6 +79,8 @@ pub struct Member {
     pub client_addr: String,
     /// `127.0.0.1:port` of the peer listener.
     pub peer_addr: String,
+    /// The scheme of its peer URL: `http`, or `https` for peer TLS.
+    peer_scheme: &'static str,
     /// `--initial-cluster` it is started with.
     initial_cluster: String,
     /// `--initial-cluster-state` it is started with (`new` or `existing`).
@@ -114,6 +116,7 @@ impl Member {
             name: name.to_string(),
             client_addr: format!("127.0.0.1:{}", fresh_port()),
             peer_addr: format!("127.0.0.1:{}", fresh_port()),
+            peer_scheme: "http",
             initial_cluster,
             initial_state: initial_state.to_string(),
             token: token.to_string(),
@@ -135,9 +138,9 @@ impl Member {
         format!("http://{}", self.client_addr)
     }
 
-    /// The peer URL, `http://127.0.0.1:port`.
+    /// The peer URL, `http://127.0.0.1:port` (`https://` in a cluster with peer TLS).
     pub fn peer_url(&self) -> String {
-        format!("http://{}", self.peer_addr)
+        format!("{}://{}", self.peer_scheme, self.peer_addr)
     }
 
     /// Moves the member's peer listener to `addr` (`127.0.0.1:port`) for its next start, as
@@ -425,6 +428,8 @@ pub struct Cluster {
     pub kind: Kind,
     /// The `--initial-cluster-token` of the initial members.
     pub token: String,
+    /// The scheme of every member's peer URL (`http`, or `https` for peer TLS).
+    peer_scheme: &'static str,
     members: Vec<Member>,
     started: Instant,
 }
@@ -469,17 +474,55 @@ impl Cluster {
         n: usize,
         extra: impl Fn(usize) -> Vec<String>,
     ) -> Result<Cluster> {
+        Self::spawn_with_scheme(kind, n, "http", extra)
+    }
+
+    /// Like [`Cluster::start_with`] with `https://` peer URLs: `extra(i)` must give member
+    /// `i` its peer TLS flags (`--peer-cert-file`..., or `--peer-auto-tls`).
+    pub fn start_with_peer_tls(
+        kind: Kind,
+        n: usize,
+        extra: impl Fn(usize) -> Vec<String>,
+    ) -> Result<Cluster> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let r = Self::spawn_with_scheme(kind, n, "https", &extra).and_then(|mut c| {
+                c.wait_all_ready()?;
+                c.wait_for_leader(READY_TIMEOUT)?;
+                Ok(c)
+            });
+            match r {
+                Err(e)
+                    if attempt < 3
+                        && format!("{e:#}")
+                            .to_ascii_lowercase()
+                            .contains("address already in use") => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// [`Cluster::spawn_with`] with peer URLs of `scheme`.
+    fn spawn_with_scheme(
+        kind: Kind,
+        n: usize,
+        scheme: &'static str,
+        extra: impl Fn(usize) -> Vec<String>,
+    ) -> Result<Cluster> {
         let token = unique_token();
         let mut members = Vec::with_capacity(n);
         for i in 0..n {
-            members.push(Member::new(
+            let mut m = Member::new(
                 kind,
                 &format!("m{i}"),
                 String::new(),
                 "new",
                 &token,
                 extra(i),
-            )?);
+            )?;
+            m.peer_scheme = scheme;
+            members.push(m);
         }
         let initial = members
             .iter()
@@ -492,6 +535,7 @@ impl Cluster {
         let mut c = Cluster {
             kind,
             token,
+            peer_scheme: scheme,
             members,
             started: Instant::now(),
         };
@@ -735,6 +779,7 @@ impl Cluster {
             &self.token,
             extra.iter().map(|s| s.to_string()).collect(),
         )?;
+        m.peer_scheme = self.peer_scheme;
         let peer = format!("--peer-urls={}", m.peer_url());
         let mut args = vec!["member", "add", name, peer.as_str()];
         if learner {

@@ -14,6 +14,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 pub mod cluster;
 pub mod proxy;
+pub mod tls;
 
 /// Which server to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +83,9 @@ pub struct Server {
     pub client_addr: String,
     /// `127.0.0.1:port` of the peer listener.
     pub peer_addr: String,
+    /// `127.0.0.1:port` of an `https://` client listener beside the plain one, if started
+    /// with one (see [`tls`]).
+    pub tls_addr: Option<String>,
     /// Extra flags given at start (kept for restarts).
     extra: Vec<String>,
     /// Extra environment variables given at start.
@@ -103,6 +107,7 @@ impl Server {
             child: None,
             client_addr: format!("127.0.0.1:{}", free_port()),
             peer_addr: format!("127.0.0.1:{}", free_port()),
+            tls_addr: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env: env
                 .iter()
@@ -129,7 +134,10 @@ impl Server {
     /// The flags this server is started with.
     pub fn args(&self) -> Vec<String> {
         let peer = format!("http://{}", self.peer_addr);
-        let client = self.endpoint();
+        let mut client = self.endpoint();
+        if let Some(tls) = &self.tls_addr {
+            client = format!("{client},https://{tls}");
+        }
         let mut args = vec![
             "--name=e2e".to_string(),
             format!("--data-dir={}", self.data_dir().display()),
@@ -923,6 +931,7 @@ impl Server {
             child: None,
             client_addr: format!("127.0.0.1:{}", free_port()),
             peer_addr: format!("127.0.0.1:{}", free_port()),
+            tls_addr: None,
             extra: flags,
             env: Vec::new(),
             log_path: dir.path().join("server.log"),

@@ -203,7 +203,10 @@ fn unimplemented_and_unknown_flags_are_refused() {
             "--auto-compaction-retention=1h",
             "auto-compaction-retention",
         ),
-        ("--cert-file=x", "cert-file"),
+        (
+            "--listen-metrics-urls=http://127.0.0.1:1",
+            "listen-metrics-urls",
+        ),
         ("--enable-v2=true", "enable-v2"),
         ("--quota-backend-bytes=1000", "quota-backend-bytes"),
         ("--no-such-flag", "no-such-flag"),
@@ -223,7 +226,7 @@ fn unimplemented_and_unknown_flags_are_refused() {
         Kind::Cairn,
         &[
             "--auto-compaction-retention=0",
-            "--cert-file=",
+            "--listen-metrics-urls=",
             "--enable-v2=false",
         ],
         &[],

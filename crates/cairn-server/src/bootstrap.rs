@@ -6,6 +6,7 @@
 
 use crate::config::{ClusterState, ServerConfig};
 use crate::membership::{cluster_id, member_id, Member, MembershipState};
+use crate::peer::dial::{DialOptions, PeerDialer};
 use crate::server::ServerError;
 use cairn_api::cairnpb::{peer_client::PeerClient, MembersRequest, PeerHeader};
 use cairn_raft::storage::DiskStorage;
@@ -176,6 +177,7 @@ pub async fn prepare(
     storage: &DiskStorage,
     fresh_wal: bool,
     applied: u64,
+    dialer: &PeerDialer,
 ) -> Result<Prepared, ServerError> {
     let path = identity_path(cfg);
     if !fresh_wal {
@@ -266,7 +268,7 @@ pub async fn prepare(
             })
         }
         ClusterState::Existing => {
-            let (cid, existing) = fetch_members(cfg, &me).await?;
+            let (cid, existing) = fetch_members(cfg, &me, dialer).await?;
             let Some(found) = existing.by_peer_urls(&me.peer_urls).cloned() else {
                 return Err(ServerError::Config(format!(
                     "error validating peerURLs: member with peer URLs {} is not in the existing cluster {cid:x}; add it with `etcdctl member add` first",
@@ -354,6 +356,7 @@ pub fn force_new_cluster(
 async fn fetch_members(
     cfg: &ServerConfig,
     me: &Member,
+    dialer: &PeerDialer,
 ) -> Result<(u64, MembershipState), ServerError> {
     let urls: Vec<&String> = cfg
         .initial_cluster
@@ -368,7 +371,7 @@ async fn fetch_members(
     }
     let mut errors = Vec::new();
     for url in urls {
-        match members_from(url).await {
+        match members_from(dialer, url).await {
             Ok(found) => return Ok(found),
             Err(e) => errors.push(format!("{url}: {e}")),
         }
@@ -379,14 +382,12 @@ async fn fetch_members(
     )))
 }
 
-async fn members_from(url: &str) -> Result<(u64, MembershipState), String> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .map_err(|e| e.to_string())?;
+async fn members_from(dialer: &PeerDialer, url: &str) -> Result<(u64, MembershipState), String> {
+    let opts = DialOptions {
+        request_timeout: Some(Duration::from_secs(5)),
+        ..DialOptions::now(Duration::from_secs(2))
+    };
+    let channel = dialer.channel(url, opts).await.map_err(|e| e.to_string())?;
     let resp = PeerClient::new(channel)
         .members(MembersRequest {
             header: Some(PeerHeader::default()),

@@ -1,6 +1,8 @@
 //! The resolved server configuration. The binary turns etcd's flags, `ETCD_*` variables or a
 //! config file into this; everything here is already validated and defaulted.
 
+use crate::tls::policy::TlsPolicy;
+use crate::tls::TlsInfo;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -85,6 +87,14 @@ pub struct ServerConfig {
     pub lease_checkpoint_interval: Duration,
     /// `--experimental-watch-progress-notify-interval` (0 = etcd's default, 10 minutes).
     pub watch_progress_notify_interval: Duration,
+    /// TLS of `https://` client listeners (`--cert-file`, `--key-file`, `--trusted-ca-file`,
+    /// `--client-cert-auth`, `--client-crl-file`, `--auto-tls`,
+    /// `--client-cert-allowed-hostname`).
+    pub client_tls: TlsInfo,
+    /// TLS of `https://` peer listeners and of connections to other members (`--peer-*`).
+    pub peer_tls: TlsInfo,
+    /// `--cipher-suites`, `--tls-min-version`, `--tls-max-version`, for both ports.
+    pub tls_policy: TlsPolicy,
 }
 
 impl ServerConfig {
@@ -120,6 +130,9 @@ impl ServerConfig {
             lease_checkpoint_persist: true,
             lease_checkpoint_interval: Duration::from_secs(300),
             watch_progress_notify_interval: Duration::from_secs(600),
+            client_tls: TlsInfo::default(),
+            peer_tls: TlsInfo::default(),
+            tls_policy: TlsPolicy::default(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! cairn's etcd-compatible server: bootstrap and recovery, the apply loop that turns committed
 //! raft entries into MVCC writes, the gRPC services (KV, Maintenance, Cluster, Lease, Watch; the
-//! rest answer `Unimplemented` until built), the watch hub, and the HTTP endpoints on the client
-//! port.
+//! rest answer `Unimplemented` until built), the watch hub, the HTTP endpoints on the client
+//! port, and TLS on the client and peer ports.
 
 pub mod apply;
 pub mod bootstrap;
@@ -16,6 +16,7 @@ pub mod membership;
 pub mod peer;
 pub mod server;
 pub mod services;
+pub mod tls;
 pub mod waiters;
 pub mod watch;
 

@@ -66,6 +66,9 @@ pub enum ServerError {
         /// What failed.
         source: std::io::Error,
     },
+    /// A certificate, key, CA or CRL could not be loaded, or the TLS flags are invalid.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// This member's removal from the cluster was applied.
     #[error("the member has been permanently removed from the cluster")]
     Removed,
@@ -90,18 +93,15 @@ pub struct RunningServer {
     pub client_addrs: Vec<SocketAddr>,
 }
 
-/// Splits `http://host:port` into `host:port`; other schemes are refused for now.
-fn client_socket(url: &str) -> Result<String, ServerError> {
-    if let Some(rest) = url.strip_prefix("http://") {
-        return Ok(rest.trim_end_matches('/').to_string());
-    }
-    if url.starts_with("https://") {
-        return Err(ServerError::Config(format!(
-            "TLS listeners are not implemented yet: {url}"
-        )));
+/// Splits `http://host:port` or `https://host:port` into `host:port` and whether it is TLS.
+fn listen_socket(url: &str) -> Result<(String, bool), ServerError> {
+    for (scheme, secure) in [("http://", false), ("https://", true)] {
+        if let Some(rest) = url.strip_prefix(scheme) {
+            return Ok((rest.trim_end_matches('/').to_string(), secure));
+        }
     }
     Err(ServerError::Config(format!(
-        "unsupported URL scheme in {url:?} (expected http://host:port)"
+        "unsupported URL scheme in {url:?} (expected http://host:port or https://host:port)"
     )))
 }
 
@@ -142,20 +142,62 @@ fn recover_pending_snapshot(
     Ok(())
 }
 
-/// Binds every URL in `urls`; returns the listeners with the addresses bound.
-async fn bind_all(urls: &[String]) -> Result<Vec<(String, TcpListener)>, ServerError> {
+/// Binds every URL in `urls`; returns each URL, whether it is TLS, and its listener.
+async fn bind_all(urls: &[String]) -> Result<Vec<(String, bool, TcpListener)>, ServerError> {
     let mut out = Vec::new();
     for url in urls {
-        let addr = client_socket(url)?;
+        let (addr, secure) = listen_socket(url)?;
         let listener = TcpListener::bind(&addr)
             .await
             .map_err(|source| ServerError::Listen {
                 url: url.clone(),
                 source,
             })?;
-        out.push((url.clone(), listener));
+        out.push((url.clone(), secure, listener));
     }
     Ok(out)
+}
+
+/// The TLS of an `https://` listener (`PortTls::build` made one for every such URL).
+fn listener_tls(
+    url: &str,
+    secure: bool,
+    tls: &Option<Arc<crate::tls::acceptor::ServerTls>>,
+) -> Result<Option<Arc<crate::tls::acceptor::ServerTls>>, ServerError> {
+    match (secure, tls) {
+        (false, _) => Ok(None),
+        (true, Some(t)) => Ok(Some(t.clone())),
+        (true, None) => Err(ServerError::Config(format!(
+            "no TLS configuration for {url}"
+        ))),
+    }
+}
+
+/// Serves `router` on the connections of `incoming` until `stop` turns true.
+async fn serve_router<IO>(
+    router: tonic::transport::server::Router,
+    incoming: impl tokio_stream::Stream<Item = std::io::Result<IO>>,
+    mut stop: watch::Receiver<bool>,
+    url: String,
+) -> Result<(), ServerError>
+where
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+{
+    router
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+        .map_err(|e| ServerError::Listen {
+            url,
+            source: std::io::Error::other(e),
+        })
 }
 
 /// Starts a member and returns once it serves clients.
@@ -164,6 +206,9 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
     make_dir(&cfg.snap_path())?;
     let wal_path = cfg.wal_path();
     make_dir(&wal_path)?;
+    // Before the backend and the WAL are opened: a missing certificate refuses the start.
+    let tls = crate::tls::PortTls::build(&cfg)?;
+    let dialer = crate::peer::dial::PeerDialer::new(tls.dial.clone());
     let store = Store::open(
         &backend_path,
         StoreOptions {
@@ -184,7 +229,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
     let (applied, _) = store.applied_index();
     tracing::info!(path = %backend_path.display(), revision = store.current_revision(), applied_index = applied, "opened backend db");
 
-    let prepared = crate::bootstrap::prepare(&cfg, &storage, fresh, applied).await?;
+    let prepared = crate::bootstrap::prepare(&cfg, &storage, fresh, applied, &dialer).await?;
     let me = prepared.me.clone();
     let identity = prepared.identity;
     tracing::info!(
@@ -239,6 +284,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
         membership,
         store.clone(),
         cfg.snap_path(),
+        dialer,
         tokio::runtime::Handle::current(),
     );
     let transport = PeerTransport::new(peers.clone());
@@ -287,7 +333,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
     let mut listeners = JoinSet::new();
     // Peers must reach this member before it can learn of a leader.
     let mut peer_addrs = Vec::new();
-    for (url, listener) in bind_all(&cfg.listen_peer_urls).await? {
+    for (url, secure, listener) in bind_all(&cfg.listen_peer_urls).await? {
         peer_addrs.push(
             listener
                 .local_addr()
@@ -301,21 +347,20 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
         let service = PeerServer::new(PeerService::new(peers.clone(), core.clone()))
             .max_decoding_message_size(PEER_MESSAGE_LIMIT + 2 * cfg.max_request_bytes)
             .max_encoding_message_size(usize::MAX);
-        let mut stop = stop_rx.clone();
-        listeners.spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            tonic::transport::Server::builder()
-                .tcp_nodelay(true)
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await
-                .map_err(|e| ServerError::Listen {
-                    url,
-                    source: std::io::Error::other(e),
-                })
-        });
+        let router = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(service);
+        let stop = stop_rx.clone();
+        match listener_tls(&url, secure, &tls.peer)? {
+            None => {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                listeners.spawn(serve_router(router, incoming, stop, url));
+            }
+            Some(tls) => {
+                let incoming = crate::tls::acceptor::incoming(listener, tls);
+                listeners.spawn(serve_router(router, incoming, stop, url));
+            }
+        }
     }
     tracing::info!(addresses = ?peer_addrs, "serving peer traffic");
 
@@ -335,7 +380,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
 
     crate::lease::expiry::spawn(core.clone(), stop_rx.clone());
     let mut client_addrs = Vec::new();
-    for (url, listener) in bind_all(&cfg.listen_client_urls).await? {
+    for (url, secure, listener) in bind_all(&cfg.listen_client_urls).await? {
         let local = listener
             .local_addr()
             .map_err(|source| ServerError::Listen {
@@ -343,31 +388,34 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
                 source,
             })?;
         client_addrs.push(local);
-        tracing::warn!(address = %local, "serving client traffic insecurely; this is strongly discouraged!");
         let router = grpc_router(&core);
-        let mut stop = stop_rx.clone();
-        listeners.spawn(async move {
-            // Every connection goes through the :authority normalizer (etcd clients send
-            // values h2 would reject), with Nagle off as etcd's gRPC server has it.
-            let incoming = tokio_stream::StreamExt::map(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                |conn| {
-                    conn.and_then(|stream| {
-                        stream.set_nodelay(true)?;
-                        Ok(crate::h2_authority::AuthorityNormalizer::new(stream))
-                    })
-                },
-            );
-            router
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await
-                .map_err(|e| ServerError::Listen {
-                    url,
-                    source: std::io::Error::other(e),
-                })
-        });
+        let stop = stop_rx.clone();
+        // Every connection goes through the :authority normalizer (etcd clients send values
+        // h2 would reject) — over TLS, around the decrypted stream — with Nagle off as etcd's
+        // gRPC server has it.
+        match listener_tls(&url, secure, &tls.client)? {
+            None => {
+                tracing::warn!(address = %local, "serving client traffic insecurely; this is strongly discouraged!");
+                let incoming = tokio_stream::StreamExt::map(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    |conn| {
+                        conn.and_then(|stream| {
+                            stream.set_nodelay(true)?;
+                            Ok(crate::h2_authority::AuthorityNormalizer::new(stream))
+                        })
+                    },
+                );
+                listeners.spawn(serve_router(router, incoming, stop, url));
+            }
+            Some(tls) => {
+                tracing::info!(address = %local, "serving client traffic securely");
+                let incoming = tokio_stream::StreamExt::map(
+                    crate::tls::acceptor::incoming(listener, tls),
+                    |conn| conn.map(crate::h2_authority::AuthorityNormalizer::new),
+                );
+                listeners.spawn(serve_router(router, incoming, stop, url));
+            }
+        }
     }
     tracing::info!("ready to serve client requests");
     Ok(RunningServer {

@@ -5,6 +5,8 @@
 //! value other than etcd's default, so nobody believes a setting took effect when it did not.
 
 use anyhow::{anyhow, bail, Context, Result};
+use cairn_server::tls::policy::TlsPolicy;
+use cairn_server::tls::{Port, TlsInfo};
 use cairn_server::{ClusterState, ServerConfig};
 use clap::{ArgAction, Parser};
 use std::path::PathBuf;
@@ -155,9 +157,114 @@ pub struct Flags {
     )]
     pub experimental_watch_progress_notify_interval: String,
 
+    /// Client and peer TLS.
+    #[command(flatten)]
+    pub tls: TlsFlags,
+
     /// Not implemented yet (refused unless etcd's default).
     #[command(flatten)]
     pub unbuilt: Unbuilt,
+}
+
+/// etcd's TLS flags for the client port, the peer port, and both.
+#[derive(clap::Args, Debug, Default)]
+pub struct TlsFlags {
+    /// Path to the client server TLS cert file.
+    #[arg(long, env = "ETCD_CERT_FILE", default_value = "")]
+    pub cert_file: String,
+    /// Path to the client server TLS key file.
+    #[arg(long, env = "ETCD_KEY_FILE", default_value = "")]
+    pub key_file: String,
+    /// Enable client cert authentication.
+    #[arg(long, env = "ETCD_CLIENT_CERT_AUTH", default_value = "false", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub client_cert_auth: bool,
+    /// Path to the client certificate revocation list file.
+    #[arg(long, env = "ETCD_CLIENT_CRL_FILE", default_value = "")]
+    pub client_crl_file: String,
+    /// Allowed TLS hostname for client cert authentication.
+    #[arg(long, env = "ETCD_CLIENT_CERT_ALLOWED_HOSTNAME", default_value = "")]
+    pub client_cert_allowed_hostname: String,
+    /// Path to the client server TLS trusted CA cert file.
+    #[arg(long, env = "ETCD_TRUSTED_CA_FILE", default_value = "")]
+    pub trusted_ca_file: String,
+    /// Client TLS using generated certificates.
+    #[arg(long, env = "ETCD_AUTO_TLS", default_value = "false", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub auto_tls: bool,
+    /// Path to the peer server TLS cert file.
+    #[arg(long, env = "ETCD_PEER_CERT_FILE", default_value = "")]
+    pub peer_cert_file: String,
+    /// Path to the peer server TLS key file.
+    #[arg(long, env = "ETCD_PEER_KEY_FILE", default_value = "")]
+    pub peer_key_file: String,
+    /// Enable peer client cert authentication.
+    #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH", default_value = "false", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub peer_client_cert_auth: bool,
+    /// Path to the peer server TLS trusted CA file.
+    #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE", default_value = "")]
+    pub peer_trusted_ca_file: String,
+    /// Allowed CN for inter peer authentication.
+    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_CN", default_value = "")]
+    pub peer_cert_allowed_cn: String,
+    /// Allowed TLS hostname for inter peer authentication.
+    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_HOSTNAME", default_value = "")]
+    pub peer_cert_allowed_hostname: String,
+    /// Peer TLS using generated certificates.
+    #[arg(long, env = "ETCD_PEER_AUTO_TLS", default_value = "false", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub peer_auto_tls: bool,
+    /// Path to the peer certificate revocation list file.
+    #[arg(long, env = "ETCD_PEER_CRL_FILE", default_value = "")]
+    pub peer_crl_file: String,
+    /// Comma-separated list of supported TLS cipher suites between client/server and peers
+    /// (Go's names; empty: the TLS library's defaults).
+    #[arg(long, env = "ETCD_CIPHER_SUITES", default_value = "")]
+    pub cipher_suites: String,
+    /// Minimum TLS version supported by etcd. Possible values: TLS1.2, TLS1.3.
+    #[arg(long, env = "ETCD_TLS_MIN_VERSION", default_value = "TLS1.2")]
+    pub tls_min_version: String,
+    /// Maximum TLS version supported by etcd. Possible values: TLS1.2, TLS1.3 (empty: the
+    /// highest available).
+    #[arg(long, env = "ETCD_TLS_MAX_VERSION", default_value = "")]
+    pub tls_max_version: String,
+}
+
+/// An empty flag value means unset, as with Go's string flags.
+fn path_flag(value: &str) -> Option<PathBuf> {
+    (!value.is_empty()).then(|| PathBuf::from(value))
+}
+
+fn text_flag(value: &str) -> Option<String> {
+    (!value.is_empty()).then(|| value.to_string())
+}
+
+impl TlsFlags {
+    /// The client port's, the peer port's and the shared settings.
+    pub fn resolve(&self) -> Result<(TlsInfo, TlsInfo, TlsPolicy)> {
+        let client = TlsInfo {
+            cert_file: path_flag(&self.cert_file),
+            key_file: path_flag(&self.key_file),
+            trusted_ca_file: path_flag(&self.trusted_ca_file),
+            client_cert_auth: self.client_cert_auth,
+            crl_file: path_flag(&self.client_crl_file),
+            auto_tls: self.auto_tls,
+            allowed_cn: None,
+            allowed_hostname: text_flag(&self.client_cert_allowed_hostname),
+        };
+        let peer = TlsInfo {
+            cert_file: path_flag(&self.peer_cert_file),
+            key_file: path_flag(&self.peer_key_file),
+            trusted_ca_file: path_flag(&self.peer_trusted_ca_file),
+            client_cert_auth: self.peer_client_cert_auth,
+            crl_file: path_flag(&self.peer_crl_file),
+            auto_tls: self.peer_auto_tls,
+            allowed_cn: text_flag(&self.peer_cert_allowed_cn),
+            allowed_hostname: text_flag(&self.peer_cert_allowed_hostname),
+        };
+        client.validate(Port::Client)?;
+        peer.validate(Port::Peer)?;
+        let suites: Vec<String> = split_urls(&self.cipher_suites);
+        let policy = TlsPolicy::new(&suites, &self.tls_min_version, &self.tls_max_version)?;
+        Ok((client, peer, policy))
+    }
 }
 
 /// etcd flags cairn recognises but does not implement yet. Each holds the raw text given, if
@@ -192,42 +299,6 @@ pub struct Unbuilt {
     auto_compaction_mode: Option<String>,
     #[arg(long, env = "ETCD_ENABLE_V2", hide = true, num_args = 0..=1, default_missing_value = "true")]
     enable_v2: Option<String>,
-    #[arg(long, env = "ETCD_CERT_FILE", hide = true)]
-    cert_file: Option<String>,
-    #[arg(long, env = "ETCD_KEY_FILE", hide = true)]
-    key_file: Option<String>,
-    #[arg(long, env = "ETCD_CLIENT_CERT_AUTH", hide = true, num_args = 0..=1, default_missing_value = "true")]
-    client_cert_auth: Option<String>,
-    #[arg(long, env = "ETCD_CLIENT_CRL_FILE", hide = true)]
-    client_crl_file: Option<String>,
-    #[arg(long, env = "ETCD_CLIENT_CERT_ALLOWED_HOSTNAME", hide = true)]
-    client_cert_allowed_hostname: Option<String>,
-    #[arg(long, env = "ETCD_TRUSTED_CA_FILE", hide = true)]
-    trusted_ca_file: Option<String>,
-    #[arg(long, env = "ETCD_AUTO_TLS", hide = true, num_args = 0..=1, default_missing_value = "true")]
-    auto_tls: Option<String>,
-    #[arg(long, env = "ETCD_PEER_CERT_FILE", hide = true)]
-    peer_cert_file: Option<String>,
-    #[arg(long, env = "ETCD_PEER_KEY_FILE", hide = true)]
-    peer_key_file: Option<String>,
-    #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH", hide = true, num_args = 0..=1, default_missing_value = "true")]
-    peer_client_cert_auth: Option<String>,
-    #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE", hide = true)]
-    peer_trusted_ca_file: Option<String>,
-    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_CN", hide = true)]
-    peer_cert_allowed_cn: Option<String>,
-    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_HOSTNAME", hide = true)]
-    peer_cert_allowed_hostname: Option<String>,
-    #[arg(long, env = "ETCD_PEER_AUTO_TLS", hide = true, num_args = 0..=1, default_missing_value = "true")]
-    peer_auto_tls: Option<String>,
-    #[arg(long, env = "ETCD_PEER_CRL_FILE", hide = true)]
-    peer_crl_file: Option<String>,
-    #[arg(long, env = "ETCD_CIPHER_SUITES", hide = true)]
-    cipher_suites: Option<String>,
-    #[arg(long, env = "ETCD_TLS_MIN_VERSION", hide = true)]
-    tls_min_version: Option<String>,
-    #[arg(long, env = "ETCD_TLS_MAX_VERSION", hide = true)]
-    tls_max_version: Option<String>,
     #[arg(long, env = "ETCD_CORS", hide = true)]
     cors: Option<String>,
     #[arg(long, env = "ETCD_HOST_WHITELIST", hide = true)]
@@ -259,7 +330,7 @@ pub struct Unbuilt {
 impl Unbuilt {
     /// Fails naming the first flag set to something other than etcd's default.
     pub fn refuse(&self) -> Result<()> {
-        let given: [(&str, &Option<String>, &[&str]); 45] = [
+        let given: [(&str, &Option<String>, &[&str]); 27] = [
             (
                 "initial-election-tick-advance",
                 &self.initial_election_tick_advance,
@@ -302,36 +373,6 @@ impl Unbuilt {
                 &["periodic"],
             ),
             ("enable-v2", &self.enable_v2, &["false"]),
-            ("cert-file", &self.cert_file, &[""]),
-            ("key-file", &self.key_file, &[""]),
-            ("client-cert-auth", &self.client_cert_auth, &["false"]),
-            ("client-crl-file", &self.client_crl_file, &[""]),
-            (
-                "client-cert-allowed-hostname",
-                &self.client_cert_allowed_hostname,
-                &[""],
-            ),
-            ("trusted-ca-file", &self.trusted_ca_file, &[""]),
-            ("auto-tls", &self.auto_tls, &["false"]),
-            ("peer-cert-file", &self.peer_cert_file, &[""]),
-            ("peer-key-file", &self.peer_key_file, &[""]),
-            (
-                "peer-client-cert-auth",
-                &self.peer_client_cert_auth,
-                &["false"],
-            ),
-            ("peer-trusted-ca-file", &self.peer_trusted_ca_file, &[""]),
-            ("peer-cert-allowed-cn", &self.peer_cert_allowed_cn, &[""]),
-            (
-                "peer-cert-allowed-hostname",
-                &self.peer_cert_allowed_hostname,
-                &[""],
-            ),
-            ("peer-auto-tls", &self.peer_auto_tls, &["false"]),
-            ("peer-crl-file", &self.peer_crl_file, &[""]),
-            ("cipher-suites", &self.cipher_suites, &[""]),
-            ("tls-min-version", &self.tls_min_version, &["", "TLS1.2"]),
-            ("tls-max-version", &self.tls_max_version, &[""]),
             ("cors", &self.cors, &[""]),
             ("host-whitelist", &self.host_whitelist, &["", "*"]),
             ("auth-token", &self.auth_token, &["simple"]),
@@ -484,6 +525,19 @@ fn scalar_text(v: &serde_yaml::Value) -> Result<Option<String>> {
         serde_yaml::Value::Bool(b) => Some(b.to_string()),
         serde_yaml::Value::Number(n) => Some(n.to_string()),
         serde_yaml::Value::String(s) => Some(s.clone()),
+        // etcd's YAML lists (`cipher-suites: [...]`) are the flags' comma-separated values.
+        serde_yaml::Value::Sequence(items) => Some(
+            items
+                .iter()
+                .map(|item| match item {
+                    serde_yaml::Value::Sequence(_) | serde_yaml::Value::Mapping(_) => {
+                        bail!("--config-file: unsupported value {item:?}")
+                    }
+                    scalar => Ok(scalar_text(scalar)?.unwrap_or_default()),
+                })
+                .collect::<Result<Vec<_>>>()?
+                .join(","),
+        ),
         other => bail!("--config-file: unsupported value {other:?}"),
     })
 }
@@ -608,6 +662,7 @@ impl Flags {
         if cfg.listen_client_urls.is_empty() {
             bail!("--listen-client-urls must name at least one URL");
         }
+        (cfg.client_tls, cfg.peer_tls, cfg.tls_policy) = self.tls.resolve()?;
         Ok(cfg)
     }
 }
@@ -757,6 +812,113 @@ mod tests {
         assert_eq!(cfg.name, "m1");
         assert_eq!(cfg.heartbeat_interval, Duration::from_millis(50));
         assert_eq!(cfg.data_dir, PathBuf::from("/tmp/x"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn tls_flags_become_settings() {
+        let cfg = Flags::try_parse_from(["cairn"])
+            .unwrap()
+            .into_config()
+            .unwrap();
+        assert_eq!(cfg.client_tls, TlsInfo::default());
+        assert_eq!(cfg.peer_tls, TlsInfo::default());
+        assert!(cfg.tls_policy.cipher_suite_names.is_empty());
+        let cfg = Flags::try_parse_from([
+            "cairn",
+            "--cert-file=/c/server.pem",
+            "--key-file",
+            "/c/server-key.pem",
+            "--trusted-ca-file=/c/ca.pem",
+            "--client-cert-auth",
+            "--client-crl-file=/c/crl.pem",
+            "--client-cert-allowed-hostname=client.example",
+            "--peer-auto-tls=true",
+            "--peer-client-cert-auth=false",
+            "--peer-cert-allowed-cn=member",
+            "--cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305",
+            "--tls-max-version=TLS1.2",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        assert_eq!(
+            cfg.client_tls.cert_file,
+            Some(PathBuf::from("/c/server.pem"))
+        );
+        assert_eq!(
+            cfg.client_tls.key_file,
+            Some(PathBuf::from("/c/server-key.pem"))
+        );
+        assert_eq!(
+            cfg.client_tls.trusted_ca_file,
+            Some(PathBuf::from("/c/ca.pem"))
+        );
+        assert!(cfg.client_tls.client_cert_auth && !cfg.client_tls.auto_tls);
+        assert_eq!(cfg.client_tls.crl_file, Some(PathBuf::from("/c/crl.pem")));
+        assert_eq!(
+            cfg.client_tls.allowed_hostname.as_deref(),
+            Some("client.example")
+        );
+        assert!(cfg.peer_tls.auto_tls && !cfg.peer_tls.client_cert_auth);
+        assert_eq!(cfg.peer_tls.allowed_cn.as_deref(), Some("member"));
+        assert_eq!(cfg.tls_policy.cipher_suite_names.len(), 2);
+        assert_eq!(
+            cfg.tls_policy.max_version,
+            Some(cairn_server::tls::policy::TlsVersion::Tls12)
+        );
+    }
+
+    #[test]
+    fn bad_tls_flags_are_refused_with_etcds_words() {
+        let err = |args: &[&str]| {
+            let mut all = vec!["cairn"];
+            all.extend_from_slice(args);
+            format!(
+                "{:#}",
+                Flags::try_parse_from(all)
+                    .unwrap()
+                    .into_config()
+                    .unwrap_err()
+            )
+        };
+        assert_eq!(
+            err(&["--cipher-suites=TLS_NOPE"]),
+            r#"unexpected TLS cipher suite "TLS_NOPE""#
+        );
+        assert_eq!(
+            err(&["--tls-min-version=TLS1.0"]),
+            r#"unexpected TLS version "TLS1.0" (must be one of: TLS1.2, TLS1.3)"#
+        );
+        assert_eq!(
+            err(&["--tls-min-version=TLS1.3", "--tls-max-version=TLS1.2"]),
+            "min version (TLS1.3) is greater than max version (TLS1.2)"
+        );
+        assert!(
+            err(&["--peer-cert-allowed-cn=a", "--peer-cert-allowed-hostname=b"])
+                .contains("mutually exclusive")
+        );
+        assert!(err(&["--cert-file=/c.pem"]).contains("--key-file"));
+    }
+
+    #[test]
+    fn config_file_transport_security_and_lists() {
+        let dir = std::env::temp_dir().join(format!("cairn-cfg-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.yaml");
+        std::fs::write(
+            &path,
+            "client-transport-security:\n  cert-file: /c/s.pem\n  key-file: /c/s.key\n  client-cert-auth: true\n  trusted-ca-file: /c/ca.pem\npeer-transport-security:\n  auto-tls: true\ncipher-suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384]\n",
+        )
+        .unwrap();
+        let cfg = Flags::try_parse_from(config_file_args(&path).unwrap())
+            .unwrap()
+            .into_config()
+            .unwrap();
+        assert_eq!(cfg.client_tls.cert_file, Some(PathBuf::from("/c/s.pem")));
+        assert!(cfg.client_tls.client_cert_auth);
+        assert!(cfg.peer_tls.auto_tls);
+        assert_eq!(cfg.tls_policy.cipher_suite_names.len(), 2);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -3,6 +3,7 @@
 //! how far the learner's log is).
 
 use crate::core::Core;
+use crate::peer::dial::DialOptions;
 use cairn_api::cairnpb::{
     peer_client::PeerClient, LeaseRenewRequest, LeaseTimeToLiveForward, MemberPromoteForward,
 };
@@ -41,11 +42,15 @@ async fn leader_client(core: &Core) -> Result<(u64, PeerClient<Channel>), EtcdEr
         Some(c) => c,
         None => {
             // Connected lazily: a channel survives reconnects to the same URL.
-            let c = tonic::transport::Endpoint::from_shared(url.clone())
-                .map_err(|_| EtcdError::NoLeader)?
-                .connect_timeout(Duration::from_secs(1))
-                .timeout(core.cfg.request_timeout())
-                .connect_lazy();
+            let opts = DialOptions {
+                request_timeout: Some(core.cfg.request_timeout()),
+                lazy: true,
+                ..DialOptions::now(Duration::from_secs(1))
+            };
+            let c = core.peers.dialer.channel(&url, opts).await.map_err(|e| {
+                tracing::warn!(url = %url, error = %e, "cannot reach the leader's peer URL");
+                EtcdError::NoLeader
+            })?;
             *core
                 .peers
                 .forward_channel

@@ -10,6 +10,7 @@
 //! Receiving ([`service::PeerService`]): every call names the sender's cluster and member; a
 //! member of another cluster, or one removed from this one, is refused and logged.
 
+pub mod dial;
 pub mod forward;
 pub mod service;
 pub mod snapshot;
@@ -42,6 +43,8 @@ pub struct PeerContext {
     pub store: Arc<Store>,
     /// `member/snap`: snapshot files being sent or received.
     pub snap_dir: PathBuf,
+    /// How connections to other members are made (plain or TLS by their URLs' scheme).
+    pub dialer: dial::PeerDialer,
     /// Peers a snapshot is being sent to.
     snapshots_in_flight: Mutex<HashSet<u64>>,
     /// The connection forwarded requests use: (leader id, URL, channel).
@@ -65,6 +68,7 @@ impl PeerContext {
         membership: Arc<Membership>,
         store: Arc<Store>,
         snap_dir: PathBuf,
+        dialer: dial::PeerDialer,
         runtime: tokio::runtime::Handle,
     ) -> Arc<PeerContext> {
         Arc::new(PeerContext {
@@ -73,6 +77,7 @@ impl PeerContext {
             node: OnceLock::new(),
             store,
             snap_dir,
+            dialer,
             snapshots_in_flight: Mutex::new(HashSet::new()),
             forward_channel: Mutex::new(None),
             removed: std::sync::atomic::AtomicBool::new(false),

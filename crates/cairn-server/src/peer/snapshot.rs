@@ -5,7 +5,7 @@
 //! answers "temporarily unavailable" and calls [`spawn_preparer`]'s hook; the preparer makes a
 //! consistent copy of the backend (`member/snap/<index>.send.db`, one read transaction) and
 //! tells storage to offer a snapshot at exactly the copy's applied index. Raft retries, gets
-//! it, and the transport streams that file in chunks with a CRC-32C ([`send`]). So the
+//! it, and the transport streams that file in chunks with a CRC-32C (`send`). So the
 //! snapshot's index is exactly the applied index of the backend that comes with it.
 //!
 //! Follower side ([`receive`]): the file goes to `member/snap/<index>.snap.db`, is verified
@@ -201,10 +201,9 @@ async fn stream_file(
             }
         }
     });
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(2))
-        .connect()
+    let channel = ctx
+        .dialer
+        .channel(url, super::dial::DialOptions::now(Duration::from_secs(2)))
         .await
         .map_err(|e| e.to_string())?;
     let mut client = PeerClient::new(channel).max_encoding_message_size(usize::MAX);

@@ -2,6 +2,7 @@
 //! client-streaming `Raft` call, and on any failure tell raft the peer is unreachable, drop what
 //! is queued (raft resends what matters) and reconnect with backoff.
 
+use super::dial::DialOptions;
 use super::PeerContext;
 use cairn_api::cairnpb::{peer_client::PeerClient, RaftBatch};
 use protobuf::Message as _;
@@ -26,7 +27,7 @@ pub(super) async fn run(ctx: Arc<PeerContext>, to: u64, mut queue: mpsc::Receive
         let Some(url) = ctx.peer_url(to) else {
             return;
         };
-        let failure = match connect(&url).await {
+        let failure = match connect(&ctx, &url).await {
             Ok(client) => {
                 ctx.set_active(to, true);
                 if reported_down {
@@ -64,29 +65,22 @@ pub(super) async fn run(ctx: Arc<PeerContext>, to: u64, mut queue: mpsc::Receive
     }
 }
 
-async fn connect(url: &str) -> Result<PeerClient<tonic::transport::Channel>, String> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(1))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .connect()
+async fn connect(
+    ctx: &PeerContext,
+    url: &str,
+) -> Result<PeerClient<tonic::transport::Channel>, String> {
+    let opts = DialOptions {
+        keepalive: Some(Duration::from_secs(5)),
+        ..DialOptions::now(Duration::from_secs(1))
+    };
+    let channel = ctx
+        .dialer
+        .channel(url, opts)
         .await
-        .map_err(|e| format!("{e}: {}", source_chain(&e)))?;
+        .map_err(|e| e.to_string())?;
     Ok(PeerClient::new(channel)
         .max_encoding_message_size(usize::MAX)
         .max_decoding_message_size(usize::MAX))
-}
-
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = Vec::new();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push(s.to_string());
-        cur = s.source();
-    }
-    out.join(": ")
 }
 
 /// Why a stream ended.
