@@ -1,0 +1,16 @@
+//! Sequential specifications for [`check`](crate::check()).
+//!
+//! - [`Register`]: one register with read, write and compare-and-set (Jepsen's etcd test).
+//! - [`KvAppend`]: a map of string keys with get, put and append, split per key.
+//! - [`EtcdKv`]: etcd's keyspace with revisions, for cairn's own histories.
+
+mod etcd;
+mod kv_append;
+mod register;
+
+pub use etcd::{
+    Compare, CompareOp, CompareTarget, EtcdInput, EtcdKv, EtcdOutput, EtcdState, KeyValue, Txn,
+    TxnOp, TxnOpResult,
+};
+pub use kv_append::{KvAppend, KvInput, KvOutput, KvState};
+pub use register::{Register, RegisterInput, RegisterOutput};
