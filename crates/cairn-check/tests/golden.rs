@@ -1,8 +1,8 @@
 //! Every history in `shared/golden/linearizability/VERDICTS.txt` gets exactly its verdict,
 //! each within a time bound.
 //!
-//! The directory is `$CAIRN_GOLDEN_DIR`, or `shared/golden/linearizability` beside the
-//! repository.
+//! The directory is `$CAIRN_GOLDEN_DIR`, or `tests/golden` in this crate (a copy of the
+//! team's `shared/golden/linearizability`, so a clean clone has it).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,9 +17,7 @@ const PER_HISTORY: Duration = Duration::from_secs(10);
 fn golden_dir() -> PathBuf {
     match std::env::var_os("CAIRN_GOLDEN_DIR") {
         Some(dir) => PathBuf::from(dir),
-        None => {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden/linearizability")
-        }
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden"),
     }
 }
 
