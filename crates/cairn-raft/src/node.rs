@@ -295,6 +295,24 @@ impl NodeHandle {
     }
 }
 
+/// The bytes of read context `counter` of member `member`.
+fn read_ctx_bytes(member: u64, counter: u64) -> Vec<u8> {
+    let mut ctx = Vec::with_capacity(16);
+    ctx.extend_from_slice(&member.to_be_bytes());
+    ctx.extend_from_slice(&counter.to_be_bytes());
+    ctx
+}
+
+/// (member, counter) of a read context made by [`read_ctx_bytes`].
+fn parse_read_ctx(ctx: &[u8]) -> Option<(u64, u64)> {
+    let bytes = <[u8; 16]>::try_from(ctx).ok()?;
+    let (member, counter) = bytes.split_at(8);
+    Some((
+        u64::from_be_bytes(member.try_into().ok()?),
+        u64::from_be_bytes(counter.try_into().ok()?),
+    ))
+}
+
 /// A read index round in flight.
 struct PendingRead {
     ctx: u64,
@@ -385,7 +403,14 @@ pub fn start(
         ticks: 0,
         read_queue: Vec::new(),
         read_inflight: None,
-        next_read_ctx: 1,
+        // Read contexts must be unique cluster-wide and across restarts: raft-rs keys pending
+        // reads and heartbeat acknowledgements by context alone, and a follower's forwarded
+        // read keeps its context, so a context another member (or an earlier life of this
+        // one) used could be confirmed by a quorum round that began before this read did.
+        // Hence (member id, counter seeded from the clock).
+        next_read_ctx: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64),
     };
     let thread = std::thread::Builder::new()
         .name("raft".into())
@@ -553,7 +578,7 @@ impl Loop {
         }
         let ctx = self.next_read_ctx;
         self.next_read_ctx += 1;
-        self.node.read_index(ctx.to_be_bytes().to_vec());
+        self.node.read_index(read_ctx_bytes(self.cfg.id, ctx));
         self.read_inflight = Some(PendingRead {
             ctx,
             issued_tick: self.ticks,
@@ -676,10 +701,12 @@ impl Loop {
     }
 
     fn resolve_read(&mut self, ctx: &[u8], index: u64) {
-        let Ok(bytes) = <[u8; 8]>::try_from(ctx) else {
+        let Some((member, ctx)) = parse_read_ctx(ctx) else {
             return;
         };
-        let ctx = u64::from_be_bytes(bytes);
+        if member != self.cfg.id {
+            return;
+        }
         // A quorum acknowledging round `ctx` also confirms every earlier round; only the
         // newest round is ever in flight, so an exact match is enough.
         if self.read_inflight.as_ref().is_some_and(|r| r.ctx == ctx) {
@@ -748,5 +775,20 @@ impl Loop {
                 Ok(false)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_contexts_name_their_member() {
+        let a = read_ctx_bytes(7, 1);
+        let b = read_ctx_bytes(8, 1);
+        assert_ne!(a, b, "the same counter on two members must differ");
+        assert_eq!(parse_read_ctx(&a), Some((7, 1)));
+        assert_eq!(parse_read_ctx(&b), Some((8, 1)));
+        assert_eq!(parse_read_ctx(&[0; 8]), None);
     }
 }

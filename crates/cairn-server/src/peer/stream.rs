@@ -15,6 +15,8 @@ use tokio_stream::wrappers::ReceiverStream;
 /// Messages or bytes per batch at most (whichever comes first).
 const BATCH_MESSAGES: usize = 1024;
 const BATCH_BYTES: usize = 4 << 20;
+/// How long a batch may wait for room on the stream before the stream is presumed dead.
+const STALL_LIMIT: Duration = Duration::from_secs(3);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
@@ -145,11 +147,23 @@ async fn forward(
             header: Some(header),
             messages,
         };
-        if body.send(batch).await.is_err() {
-            return Some(match call.await {
-                Ok(Err(status)) => status.into(),
-                _ => Failure::Other("stream closed".to_string()),
-            });
+        match tokio::time::timeout(STALL_LIMIT, body.send(batch)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                return Some(match call.await {
+                    Ok(Err(status)) => status.into(),
+                    _ => Failure::Other("stream closed".to_string()),
+                });
+            }
+            Err(_) => {
+                // A call over a connection that died without an error (closed right after
+                // it was accepted, say) can stay pending forever, neither failing nor taking
+                // batches; only a fresh connection gets messages through again.
+                call.abort();
+                return Some(Failure::Other(format!(
+                    "stream stalled: no batch taken for {STALL_LIMIT:?}"
+                )));
+            }
         }
     }
 }
