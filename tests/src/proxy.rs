@@ -11,8 +11,12 @@
 //!
 //! # Faults
 //!
-//! * [`Proxy::set_blocked`] cuts every connection into the target and refuses new ones
-//!   (accepted, then closed at once): nothing reaches the target, from anyone.
+//! * [`Proxy::set_blocked`] cuts every connection into the target and refuses new ones (the
+//!   listener is closed meanwhile, so connecting fails with "connection refused", as with a
+//!   member that is down): nothing reaches the target, from anyone. (Accepting and closing at
+//!   once instead is harsher: it once left a member's `Raft` call over such a connection
+//!   pending forever, so that member never reached the healed peer again — cairn's peer
+//!   stream now gives up on a call that takes no batch for 3 s.)
 //! * [`Proxy::block_source`] cuts only the connections opened by one member (by member id).
 //!   All peer URLs are one per member, so the proxy cannot tell senders apart by address: every
 //!   member connects from 127.0.0.1 on an ephemeral port. It tells them apart by content
@@ -64,6 +68,8 @@ impl Rules {
 /// What the proxy has seen, for tests to check that it identifies its clients.
 #[derive(Debug, Clone, Default)]
 pub struct ProxyStats {
+    /// Connections accepted (none while blocked: the listener is closed then).
+    pub accepted: usize,
     /// Connections identified per sender member id.
     pub sources: BTreeMap<u64, usize>,
     /// Connections whose first DATA frame did not carry a decodable peer header (these are
@@ -86,18 +92,12 @@ impl Proxy {
         let addr = listener.local_addr()?;
         let (rules, _) = watch::channel(Rules::default());
         let stats = Arc::new(Mutex::new(ProxyStats::default()));
-        let accept = tokio::spawn({
-            let rules = rules.subscribe();
-            let stats = stats.clone();
-            async move {
-                while let Ok((client, _)) = listener.accept().await {
-                    if rules.borrow().cuts(None) {
-                        continue; // dropped: closed at once
-                    }
-                    tokio::spawn(serve(client, target, rules.clone(), stats.clone()));
-                }
-            }
-        });
+        let accept = tokio::spawn(accept_loop(
+            listener,
+            target,
+            rules.subscribe(),
+            stats.clone(),
+        ));
         Ok(Proxy {
             addr,
             rules,
@@ -155,6 +155,50 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         // Dropping `rules` afterwards closes every connection (their watch ends).
         self.accept.abort();
+    }
+}
+
+/// Accepts connections while unblocked; while blocked the listener is closed, so connecting
+/// fails at once (connection refused) as with a member that is down. The port is bound again
+/// on unblocking (retried while something else briefly holds it).
+async fn accept_loop(
+    listener: TcpListener,
+    target: SocketAddr,
+    mut rules: watch::Receiver<Rules>,
+    stats: Arc<Mutex<ProxyStats>>,
+) {
+    let addr = listener.local_addr().expect("bound listener");
+    let mut listener = Some(listener);
+    loop {
+        let blocked = rules.borrow_and_update().blocked;
+        if blocked {
+            listener = None;
+        } else if listener.is_none() {
+            match TcpListener::bind(addr).await {
+                Ok(l) => listener = Some(l),
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            }
+        }
+        let accept = async {
+            match &listener {
+                Some(l) => l.accept().await.ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = rules.changed() => if changed.is_err() { return },
+            client = accept => match client {
+                Some((client, _)) => {
+                    stats.lock().unwrap_or_else(PoisonError::into_inner).accepted += 1;
+                    tokio::spawn(serve(client, target, rules.clone(), stats.clone()));
+                }
+                // E.g. a connection reset while queued: keep serving.
+                None => tokio::time::sleep(Duration::from_millis(10)).await,
+            },
+        }
     }
 }
 

@@ -11,6 +11,9 @@
 //! Members run with a 50 ms heartbeat and a 500 ms election timeout, so the server's request
 //! timeout (etcd's 5 s + 2 election timeouts) is 6 s: requests that must fail take that long,
 //! and the tests overlap them with other work.
+//!
+//! A blocked proxy refuses connections (its port is closed) rather than accepting and closing
+//! them, as a member that is down does (see `cairn_tests::proxy`).
 
 use cairn_server::core::Core;
 use cairn_server::{RunningServer, ServerConfig};
@@ -104,9 +107,11 @@ impl Cluster {
                 .tempdir()
                 .expect("temp dir");
             let mut cfg = ServerConfig::with_defaults(&names[i], dir.path().join("data"));
-            let client = format!("http://127.0.0.1:{}", fresh_port());
-            cfg.listen_client_urls = vec![client.clone()];
-            cfg.advertise_client_urls = vec![client];
+            // Client listeners take any free port (bound once the member has a leader, long
+            // after a port picked now could have gone to some connection); what they advertise
+            // is only displayed.
+            cfg.listen_client_urls = vec!["http://127.0.0.1:0".into()];
+            cfg.advertise_client_urls = cfg.listen_client_urls.clone();
             cfg.listen_peer_urls = vec![format!("http://{}", peers[i])];
             cfg.initial_advertise_peer_urls = vec![proxies[i].url()];
             cfg.initial_cluster = initial_cluster.clone();
@@ -680,12 +685,11 @@ async fn slow_links_still_elect_and_serve_correctly() {
 /// (forward to the leader, its heartbeat round, the answer back); anything faster was
 /// confirmed by an acknowledgement sent before the read began.
 ///
-/// Fails today: cairn numbers read contexts per member from 1 (cairn-raft `node.rs`,
-/// `next_read_ctx`), a follower's forwarded read keeps its own context, and raft-rs keys
-/// pending reads and heartbeat acks by context alone — so a leader read whose number equals a
-/// follower's just-answered one is confirmed by that round's late acks.
+/// Regression test: raft-rs keys pending reads and heartbeat acks by context alone, and a
+/// follower's forwarded read keeps its own context; when every member numbered its contexts
+/// from 1, a leader read numbered like a follower's just-answered round was confirmed by that
+/// round's late acks (in a few milliseconds here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "cairn bug: read-index contexts collide across members (see the doc comment)"]
 async fn read_index_waits_for_a_fresh_quorum_round() {
     let c = Cluster::start(3, |p| p.set_delay(DELAY), |_| {}).await;
     let l = c.wait_leader(&[0, 1, 2], START_LIMIT).await;

@@ -290,6 +290,11 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
     let transport = PeerTransport::new(peers.clone());
     crate::peer::snapshot::spawn_preparer(peers.clone(), storage.clone());
 
+    // Bound before any thread starts, so a port in use fails the start without leaving the
+    // raft and apply threads running.
+    let peer_listeners = bind_all(&cfg.listen_peer_urls).await?;
+    let client_listeners = bind_all(&cfg.listen_client_urls).await?;
+
     let (apply_tx, apply_rx) = mpsc::channel();
     let tick = cfg.heartbeat_interval;
     let (node, raft_thread) = node::start(
@@ -333,7 +338,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
     let mut listeners = JoinSet::new();
     // Peers must reach this member before it can learn of a leader.
     let mut peer_addrs = Vec::new();
-    for (url, secure, listener) in bind_all(&cfg.listen_peer_urls).await? {
+    for (url, secure, listener) in peer_listeners {
         peer_addrs.push(
             listener
                 .local_addr()
@@ -380,7 +385,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
 
     crate::lease::expiry::spawn(core.clone(), stop_rx.clone());
     let mut client_addrs = Vec::new();
-    for (url, secure, listener) in bind_all(&cfg.listen_client_urls).await? {
+    for (url, secure, listener) in client_listeners {
         let local = listener
             .local_addr()
             .map_err(|source| ServerError::Listen {

@@ -36,8 +36,14 @@ pub(super) async fn run(ctx: Arc<PeerContext>, to: u64, mut queue: mpsc::Receive
                     tracing::info!(remote_peer_id = %format!("{to:x}"), "peer became active");
                     reported_down = false;
                 }
-                backoff = BACKOFF_MIN;
-                match forward(&ctx, to, client, &mut queue).await {
+                let connected = std::time::Instant::now();
+                let ended = forward(&ctx, to, client, &mut queue).await;
+                // Only a stream that lasted resets the backoff: a peer that accepts and drops
+                // connections at once must not be redialled twenty times a second.
+                if connected.elapsed() >= BACKOFF_MAX {
+                    backoff = BACKOFF_MIN;
+                }
+                match ended {
                     Some(Failure::Removed) => {
                         // Removed while it was down: the others refuse it for good (etcd's
                         // member stops on the same answer).
