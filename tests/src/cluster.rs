@@ -448,10 +448,21 @@ impl Cluster {
         n: usize,
         extra: impl Fn(usize) -> Vec<String>,
     ) -> Result<Cluster> {
+        Self::start_with_scheme(kind, n, "http", extra)
+    }
+
+    /// Spawns with `scheme` peer URLs and waits for every member and a leader, retrying on
+    /// fresh ports when a port turned out to be taken.
+    fn start_with_scheme(
+        kind: Kind,
+        n: usize,
+        scheme: &'static str,
+        extra: impl Fn(usize) -> Vec<String>,
+    ) -> Result<Cluster> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let r = Self::spawn_with(kind, n, &extra).and_then(|mut c| {
+            let r = Self::spawn_with_scheme(kind, n, scheme, &extra).and_then(|mut c| {
                 c.wait_all_ready()?;
                 c.wait_for_leader(READY_TIMEOUT)?;
                 Ok(c)
@@ -484,23 +495,7 @@ impl Cluster {
         n: usize,
         extra: impl Fn(usize) -> Vec<String>,
     ) -> Result<Cluster> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let r = Self::spawn_with_scheme(kind, n, "https", &extra).and_then(|mut c| {
-                c.wait_all_ready()?;
-                c.wait_for_leader(READY_TIMEOUT)?;
-                Ok(c)
-            });
-            match r {
-                Err(e)
-                    if attempt < 3
-                        && format!("{e:#}")
-                            .to_ascii_lowercase()
-                            .contains("address already in use") => {}
-                other => return other,
-            }
-        }
+        Self::start_with_scheme(kind, n, "https", extra)
     }
 
     /// [`Cluster::spawn_with`] with peer URLs of `scheme`.

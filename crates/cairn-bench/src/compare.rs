@@ -809,18 +809,6 @@ fn run_single_case(
 ) -> Result<()> {
     let (mut server, _) = Server::start(kind, bin, tmp)?;
     let ep = server.endpoint();
-    let row_for = |rows: &mut Vec<Row>, id: &str, title: &str| -> usize {
-        if let Some(i) = rows.iter().position(|r| r.id == id) {
-            return i;
-        }
-        rows.push(Row {
-            id: id.into(),
-            title: title.into(),
-            etcd: Cell::default(),
-            cairn: Cell::default(),
-        });
-        rows.len() - 1
-    };
     // Ends a phase: samples peak RSS, disk use and the CPU used by other processes, and starts
     // measuring the next phase.
     let finish = |server: &Server, cell: &mut Cell, meter: &mut CpuMeter| {
@@ -860,7 +848,7 @@ fn run_single_case(
                 cell.prepend_note(extra);
             }
             finish(&server, &mut cell, &mut meter);
-            let i = row_for(rows, &case.id, &case.title);
+            let i = row_index(rows, &case.id, &case.title);
             *rows[i].cell_mut(kind) = cell;
         }
         CaseKind::Watch { common, opts } => {
@@ -885,9 +873,9 @@ fn run_single_case(
             sent.rss = cell.rss;
             sent.disk = cell.disk;
             let title = format!("{}, timed from the put's answer", case.title);
-            let i = row_for(rows, &case.id, &title);
+            let i = row_index(rows, &case.id, &title);
             *rows[i].cell_mut(kind) = cell;
-            let i = row_for(
+            let i = row_index(
                 rows,
                 &format!("{}-sent", case.id),
                 &format!("{}, timed from the put being sent", case.title),
@@ -907,7 +895,7 @@ fn run_single_case(
                 cell.prepend_note(extra);
             }
             finish(&server, &mut cell, &mut meter);
-            let i = row_for(rows, &case.id, &case.title);
+            let i = row_index(rows, &case.id, &case.title);
             *rows[i].cell_mut(kind) = cell;
         }
         CaseKind::ManyKeys {
@@ -923,7 +911,7 @@ fn run_single_case(
             let mut cell = Cell::from_report(&r);
             cell.rps = r.extra("keys_per_sec").and_then(Value::as_f64);
             finish(&server, &mut cell, &mut meter);
-            let i = row_for(
+            let i = row_index(
                 rows,
                 &format!("{id}-load"),
                 &format!("{t}: load (keys/s; 128 puts per txn, 16 clients / 4 conns)"),
@@ -940,7 +928,7 @@ fn run_single_case(
                 },
             )));
             finish(&server, &mut cell, &mut meter);
-            let i = row_for(
+            let i = row_index(
                 rows,
                 &format!("{id}-get"),
                 &format!("{t}: get linearizable, random keys, 64 clients / 8 conns"),
@@ -957,7 +945,7 @@ fn run_single_case(
                 },
             )));
             finish(&server, &mut cell, &mut meter);
-            let i = row_for(rows, &format!("{id}-read"), &format!("{t}: range of 1,000 keys, linearizable, 8 clients / 2 conns (peak RSS after load and reads)"));
+            let i = row_index(rows, &format!("{id}-read"), &format!("{t}: range of 1,000 keys, linearizable, 8 clients / 2 conns (peak RSS after load and reads)"));
             *rows[i].cell_mut(kind) = cell;
             // Restart: SIGTERM, start, poll /health.
             let (stop, start) = server.restart()?;
@@ -977,12 +965,26 @@ fn run_single_case(
                 cell.prepend_note(format!("after restart {count} keys instead of {n}!"));
                 cell.errors = 1;
             }
-            let i = row_for(rows, &format!("{id}-restart"), &format!("{t}: restart-to-serving (SIGTERM, start, /health healthy; peak RSS of the new process when healthy)"));
+            let i = row_index(rows, &format!("{id}-restart"), &format!("{t}: restart-to-serving (SIGTERM, start, /health healthy; peak RSS of the new process when healthy)"));
             *rows[i].cell_mut(kind) = cell;
         }
     }
     server.stop()?;
     Ok(())
+}
+
+/// The index of row `id` in `rows`, added (empty) with `title` if missing.
+fn row_index(rows: &mut Vec<Row>, id: &str, title: &str) -> usize {
+    if let Some(i) = rows.iter().position(|r| r.id == id) {
+        return i;
+    }
+    rows.push(Row {
+        id: id.into(),
+        title: title.into(),
+        etcd: Cell::default(),
+        cairn: Cell::default(),
+    });
+    rows.len() - 1
 }
 
 /// Runs a workload on a fresh cluster; the row's RSS is the largest member's peak.
@@ -1015,18 +1017,7 @@ fn run_cluster_case(
     cell.note = Some(format!(
         "RSS: the largest member's peak; disk: all {members} members"
     ));
-    let i = match rows.iter().position(|r| r.id == case.id) {
-        Some(i) => i,
-        None => {
-            rows.push(Row {
-                id: case.id.clone(),
-                title: case.title.clone(),
-                etcd: Cell::default(),
-                cairn: Cell::default(),
-            });
-            rows.len() - 1
-        }
-    };
+    let i = row_index(rows, &case.id, &case.title);
     *rows[i].cell_mut(kind) = cell;
     for s in &mut servers {
         s.stop()?;

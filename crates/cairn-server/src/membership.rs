@@ -135,9 +135,27 @@ impl MembershipState {
         })
     }
 
+    /// The voting members' ids.
+    pub fn voter_ids(&self) -> Vec<u64> {
+        self.members
+            .values()
+            .filter(|m| !m.is_learner)
+            .map(|m| m.id)
+            .collect()
+    }
+
     /// Voting members.
     pub fn voters(&self) -> usize {
         self.members.values().filter(|m| !m.is_learner).count()
+    }
+
+    /// Voting members other than `except` that have started (published their attributes),
+    /// as etcd's `IsStarted`.
+    pub fn started_voters_except(&self, except: u64) -> usize {
+        self.members
+            .values()
+            .filter(|m| !m.is_learner && !m.name.is_empty() && m.id != except)
+            .count()
     }
 }
 

@@ -96,16 +96,6 @@ fn enough_started(voters_after: usize, started_after: usize) -> bool {
 /// etcd's `HealthInterval`: a peer counts as connected once reachable this long.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The voting members' ids.
-fn voter_ids(state: &crate::membership::MembershipState) -> Vec<u64> {
-    state
-        .members
-        .values()
-        .filter(|m| !m.is_learner)
-        .map(|m| m.id)
-        .collect()
-}
-
 /// etcd's `isConnectedFullySince`: every voter has been reachable for the health interval.
 fn connected_to_all_voters(core: &Core, voters: &[u64]) -> bool {
     let Some(since) = Instant::now().checked_sub(HEALTH_INTERVAL) else {
@@ -214,18 +204,14 @@ impl Cluster for ClusterService {
             }
         } else if core.cfg.strict_reconfig_check {
             let voters = state.voters();
-            let started = state
-                .members
-                .values()
-                .filter(|m| !m.is_learner && !m.name.is_empty())
-                .count();
+            let started = state.started_voters_except(0);
             // etcd lets a lone started member add a second one (restoring a cluster).
             let restoring = started == 1 && voters == 1;
             if !restoring && !enough_started(voters + 1, started) {
                 return Err(EtcdError::MemberNotEnoughStarted.into());
             }
         }
-        if core.cfg.strict_reconfig_check && !connected_to_all_voters(core, &voter_ids(&state)) {
+        if core.cfg.strict_reconfig_check && !connected_to_all_voters(core, &state.voter_ids()) {
             return Err(EtcdError::Unhealthy.into());
         }
         let now = std::time::SystemTime::now()
@@ -268,18 +254,14 @@ impl Cluster for ClusterService {
         };
         if core.cfg.strict_reconfig_check && !member.is_learner {
             let voters = state.voters();
-            let started = state
-                .members
-                .values()
-                .filter(|m| !m.is_learner && !m.name.is_empty() && m.id != id)
-                .count();
+            let started = state.started_voters_except(id);
             if voters > 1 && !enough_started(voters - 1, started) {
                 return Err(EtcdError::MemberNotEnoughStarted.into());
             }
             // A member that is down is safe to remove: it is not part of the active quorum.
             let down = id != core.member.id && core.peers.active_since(id).is_none();
             if !down {
-                let ids = voter_ids(&state);
+                let ids = state.voter_ids();
                 let active = Instant::now()
                     .checked_sub(HEALTH_INTERVAL)
                     .map_or(1, |since| core.peers.connected_since(&ids, since));

@@ -179,17 +179,9 @@ fn server_config(r: &Resolved, policy: &TlsPolicy) -> Result<ServerConfig, TlsEr
     };
     let certs = pem::load_certs(flags.cert, &r.cert)?;
     let key = pem::load_key(flags.key, &r.key)?;
-    let mut config = builder.with_single_cert(certs, key).map_err(|e| {
-        TlsError::file(
-            flags.key,
-            &r.key,
-            format!(
-                "cannot be used with {} {}: {e}",
-                flags.cert,
-                r.cert.display()
-            ),
-        )
-    })?;
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::key_mismatch(&flags, &r.key, &r.cert, e))?;
     // gRPC needs h2; HTTP/1.1 serves /health and friends to clients that ask for it.
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)

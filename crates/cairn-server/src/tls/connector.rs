@@ -95,17 +95,7 @@ fn client_config(r: &Resolved, policy: &TlsPolicy) -> Result<ClientConfig, TlsEr
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(certs, key)
-        .map_err(|e| {
-            TlsError::file(
-                flags.key,
-                &r.key,
-                format!(
-                    "cannot be used with {} {}: {e}",
-                    flags.cert,
-                    r.cert.display()
-                ),
-            )
-        })?;
+        .map_err(|e| TlsError::key_mismatch(&flags, &r.key, &r.cert, e))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
 }

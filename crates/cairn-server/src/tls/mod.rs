@@ -66,6 +66,24 @@ impl TlsError {
             reason: reason.to_string(),
         }
     }
+
+    /// The key in `key` does not go with the certificate in `cert`.
+    pub(crate) fn key_mismatch(
+        flags: &FlagNames,
+        key: &std::path::Path,
+        cert: &std::path::Path,
+        reason: impl std::fmt::Display,
+    ) -> Self {
+        TlsError::file(
+            flags.key,
+            key,
+            format!(
+                "cannot be used with {} {}: {reason}",
+                flags.cert,
+                cert.display()
+            ),
+        )
+    }
 }
 
 /// Which port a [`TlsInfo`] belongs to; it names the flags in messages and logs.
