@@ -19,8 +19,18 @@
 //!   found and the operation that could not be placed after it ([`Failure::explain`]).
 //! - [`models`]: [`Register`](models::Register) (read / write / cas),
 //!   [`KvAppend`](models::KvAppend) (get / put / append per key) and
-//!   [`EtcdKv`](models::EtcdKv), etcd's keyspace with revisions, for cairn's own histories.
+//!   [`EtcdKv`](models::EtcdKv), etcd's keyspace with revisions (gets, ranges, puts, deletes,
+//!   transactions), for cairn's own histories.
 //! - [`parse`]: the golden history formats (Jepsen etcd logs, EDN key-value logs).
+//! - [`watch`]: what watchers saw ([`WatchRecord`](watch::WatchRecord)), the ground truth
+//!   merged from them ([`EventLog`](watch::EventLog): every revision's events where a
+//!   whole-keyspace watcher saw it, gaps reported, the keyspace replayed at a revision), and
+//!   etcd's watch guarantees checked against it ([`check_watches`](watch::check_watches):
+//!   ordered, unique, atomic, reliable, resumable, `prev_kv`, filters).
+//! - [`consistency`]: the client history against the event log: unknown writes resolved by it
+//!   before [`check`], serializable reads equal to its replay at their revision, every
+//!   acknowledged write in it and nothing invented, its replay equal to the final keyspace.
+//! - [`Violation`]: what the watch and consistency checks report, one line each.
 //!
 //! ```
 //! use cairn_check::models::{Register, RegisterInput as In, RegisterOutput as Out};
@@ -36,6 +46,7 @@
 
 mod bitset;
 mod check;
+pub mod consistency;
 mod error;
 mod fxhash;
 mod history;
@@ -45,6 +56,8 @@ pub mod models;
 pub mod parse;
 mod progress;
 mod recorder;
+mod violation;
+pub mod watch;
 mod wgl;
 
 pub use check::{check, CheckOptions, CheckReport, Failure, Verdict};
@@ -52,3 +65,4 @@ pub use error::{HistoryError, ParseError};
 pub use history::{History, Operation, Outcome};
 pub use model::{partition_by_key, Model};
 pub use recorder::Recorder;
+pub use violation::{Violation, ViolationKind};

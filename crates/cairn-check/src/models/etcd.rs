@@ -8,6 +8,9 @@
 //!
 //! An unknown write may or may not have happened; if it did, it took a revision of its own,
 //! which later responses reveal. A fresh etcd store is at revision 1 with no keys.
+//!
+//! Reads are single-key [`EtcdInput::Get`]s and [`EtcdInput::Range`]s over `[start, end)`
+//! (see `etcd/range.rs`); both are read-only and constrain the state like a get.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -16,7 +19,11 @@ use std::sync::Arc;
 use crate::history::History;
 use crate::model::Model;
 
+mod build;
+mod range;
 mod resolve;
+
+pub use range::key_in_range;
 
 /// A live key's value and metadata, as etcd reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -53,6 +60,18 @@ pub enum EtcdInput {
     },
     /// A transaction.
     Txn(Txn),
+    /// A linearizable read of the keys in a range, as etcd's Range: `end` empty reads the
+    /// single key `start`, `end == "\0"` every key from `start` on, otherwise `[start, end)`
+    /// (a prefix `p` is given as `[p, p with its last byte incremented)`).
+    Range {
+        /// The first key.
+        start: String,
+        /// The end of the range (exclusive); `""` for the single key `start`, `"\0"` for no
+        /// end.
+        end: String,
+        /// At most this many keys are returned; 0 (or less) for no limit.
+        limit: i64,
+    },
 }
 
 /// A transaction: if every compare holds, `success` runs, else `failure`; atomically, at one
@@ -171,6 +190,17 @@ pub enum EtcdOutput {
         /// One result per operation of the branch that ran.
         results: Vec<TxnOpResult>,
     },
+    /// A range's keys and the store's revision.
+    Range {
+        /// The keys in range with their values, in key order, at most `limit` of them.
+        kvs: Vec<(String, KeyValue)>,
+        /// How many keys are in range, whatever the limit.
+        count: i64,
+        /// Whether the limit left keys out (`count > kvs.len()`).
+        more: bool,
+        /// The store's revision when read.
+        revision: i64,
+    },
 }
 
 /// The keyspace: live keys and the store's revision. Cloning is cheap (shared until written).
@@ -241,6 +271,9 @@ impl EtcdState {
                     revision: self.revision,
                 };
                 (self.clone(), output)
+            }
+            EtcdInput::Range { start, end, limit } => {
+                (self.clone(), self.range_output(start, end, *limit))
             }
             EtcdInput::Put { key, value } => {
                 let mut write = Write::new(self);
@@ -393,6 +426,10 @@ impl Model for EtcdKv {
                 let same = *revision == r && kv.as_ref() == state.get(key);
                 return same.then(|| state.clone());
             }
+            (EtcdInput::Range { start, end, limit }, EtcdOutput::Range { revision, .. }) => {
+                let same = *revision == r && *output == state.range_output(start, end, *limit);
+                return same.then(|| state.clone());
+            }
             (EtcdInput::Put { .. }, EtcdOutput::Put { revision }) => *revision == r + 1,
             (EtcdInput::Delete { key }, EtcdOutput::Delete { deleted, revision }) => {
                 if state.get(key).is_some() {
@@ -457,7 +494,9 @@ impl Model for EtcdKv {
                     *revision
                 }
             }
-            EtcdOutput::Delete { revision, .. } | EtcdOutput::Get { revision, .. } => *revision,
+            EtcdOutput::Delete { revision, .. }
+            | EtcdOutput::Get { revision, .. }
+            | EtcdOutput::Range { revision, .. } => *revision,
         };
         Some(u64::try_from(from).unwrap_or(0))
     }
@@ -473,7 +512,7 @@ impl Model for EtcdKv {
 
     fn is_read_only(&self, input: &EtcdInput) -> bool {
         match input {
-            EtcdInput::Get { .. } => true,
+            EtcdInput::Get { .. } | EtcdInput::Range { .. } => true,
             EtcdInput::Put { .. } | EtcdInput::Delete { .. } => false,
             EtcdInput::Txn(txn) => txn
                 .success

@@ -9,8 +9,8 @@ mod kv_append;
 mod register;
 
 pub use etcd::{
-    Compare, CompareOp, CompareTarget, EtcdInput, EtcdKv, EtcdOutput, EtcdState, KeyValue, Txn,
-    TxnOp, TxnOpResult,
+    key_in_range, Compare, CompareOp, CompareTarget, EtcdInput, EtcdKv, EtcdOutput, EtcdState,
+    KeyValue, Txn, TxnOp, TxnOpResult,
 };
 pub use kv_append::{KvAppend, KvInput, KvOutput, KvState};
 pub use register::{Register, RegisterInput, RegisterOutput};

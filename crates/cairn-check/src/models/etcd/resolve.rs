@@ -95,7 +95,7 @@ fn writes(input: &EtcdInput) -> Vec<(&str, &str)> {
             .chain(&txn.failure)
             .filter_map(put)
             .collect(),
-        EtcdInput::Get { .. } | EtcdInput::Delete { .. } => Vec::new(),
+        EtcdInput::Get { .. } | EtcdInput::Range { .. } | EtcdInput::Delete { .. } => Vec::new(),
     }
 }
 
@@ -105,6 +105,10 @@ fn reads<'a>(input: &'a EtcdInput, output: &'a EtcdOutput) -> Vec<(&'a str, &'a 
         (EtcdInput::Get { key }, EtcdOutput::Get { kv: Some(kv), .. }) => {
             vec![(key.as_str(), kv.value.as_str(), kv.mod_revision)]
         }
+        (EtcdInput::Range { .. }, EtcdOutput::Range { kvs, .. }) => kvs
+            .iter()
+            .map(|(key, kv)| (key.as_str(), kv.value.as_str(), kv.mod_revision))
+            .collect(),
         (
             EtcdInput::Txn(txn),
             EtcdOutput::Txn {
