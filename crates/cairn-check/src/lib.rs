@@ -20,7 +20,7 @@
 //! - [`models`]: [`Register`](models::Register) (read / write / cas),
 //!   [`KvAppend`](models::KvAppend) (get / put / append per key) and
 //!   [`EtcdKv`](models::EtcdKv), etcd's keyspace with revisions (gets, ranges, puts, deletes,
-//!   transactions), for cairn's own histories.
+//!   transactions) and leases (grants, puts with a lease, revokes), for cairn's own histories.
 //! - [`parse`]: the golden history formats (Jepsen etcd logs, EDN key-value logs).
 //! - [`watch`]: what watchers saw ([`WatchRecord`](watch::WatchRecord)), the ground truth
 //!   merged from them ([`EventLog`](watch::EventLog): every revision's events where a

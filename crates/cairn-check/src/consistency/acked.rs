@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use super::writes::{branch, deletes, puts};
+use super::writes::{branch, deletes, puts, revoked_keys};
 use crate::history::History;
 use crate::models::{EtcdInput, EtcdOutput, EtcdState, TxnOp, TxnOpResult};
 use crate::violation::{Violation, ViolationKind};
@@ -22,13 +22,17 @@ type Change<'a> = (EventKind, &'a str, &'a str);
 ///   elsewhere, its put values are not logged at another revision;
 /// - every put in the log writes a value some operation of `history` (any outcome, either
 ///   branch) puts under that key, and only once; every delete deletes a key some operation
-///   deletes;
+///   deletes, or one some operation puts with a lease that some operation revokes;
 /// - the log's keyspace at `final_state`'s revision, if it knows it, equals `final_state`
 ///   (e.g. [`EtcdState::from_keys`] of a linearizable Range over the whole keyspace at the
 ///   end, with its header revision).
 ///
 /// Pass the history with every invoked operation (before [`super::resolve_unknown_writes`]
 /// drops any), so that unknown writes count as possible writers.
+///
+/// A put with a lease counts as a put. An acknowledged lease revoke is not checked against
+/// its revision: which keys it deleted, and so whether it created that revision or only
+/// reported it, depends on lease attachments the log does not show.
 pub fn check_acknowledged_writes(
     history: &History<EtcdInput, EtcdOutput>,
     log: &EventLog,
@@ -49,7 +53,10 @@ pub fn check_acknowledged_writes(
 /// changed nothing.
 fn changes<'a>(input: &'a EtcdInput, output: &EtcdOutput) -> Option<(i64, Vec<Change<'a>>)> {
     let (revision, changes) = match (input, output) {
-        (EtcdInput::Put { key, value }, EtcdOutput::Put { revision }) => (
+        (
+            EtcdInput::Put { key, value } | EtcdInput::PutWithLease { key, value, .. },
+            EtcdOutput::Put { revision },
+        ) => (
             *revision,
             vec![(EventKind::Put, key.as_str(), value.as_str())],
         ),
@@ -144,11 +151,12 @@ fn check_invented(
         .iter()
         .flat_map(|op| puts(&op.input))
         .collect();
-    let deletable: HashSet<&str> = history
+    let mut deletable: HashSet<&str> = history
         .ops()
         .iter()
         .flat_map(|op| deletes(&op.input))
         .collect();
+    deletable.extend(revoked_keys(history));
     for event in log.known_events() {
         let revision = event.revision();
         let at = format!("revision {revision}, key {:?}", event.key);
@@ -176,7 +184,10 @@ fn check_invented(
                 if !deletable.contains(event.key.as_str()) {
                     out.push(Violation::new(
                         ViolationKind::InventedWrite,
-                        format!("{at}: {event}, but no operation deletes that key"),
+                        format!(
+                            "{at}: {event}, but no operation deletes that key or revokes a \
+                             lease it is put with"
+                        ),
                     ));
                 }
             }

@@ -21,7 +21,9 @@ pub fn check_serializable_reads(
         if !matches!(input, EtcdInput::Get { .. } | EtcdInput::Range { .. }) {
             continue;
         }
-        let revision = output_revision(output);
+        let Some(revision) = output_revision(output) else {
+            continue;
+        };
         let state = states
             .entry(revision)
             .or_insert_with(|| log.state_at(revision));

@@ -25,16 +25,19 @@ enum Resolution {
 
 /// `history` with its unknown writes resolved by `log`:
 ///
-/// - an unknown put, or transaction, of a value the log shows at revision `r` (and no other
-///   operation writes) took effect at `r`: it becomes an operation that returned at the end
-///   of the history (`u64::MAX`) with the response etcd gave (a transaction's branch is the one
-///   that writes the value; its results come from the log's keyspace before `r`, or are plain
-///   puts and deletes when the log knows no more);
-/// - an unknown put whose value the log never shows, while the log is complete from the first
-///   revision it could have taken (after every revision returned before its call) to the last
-///   one seen, never happened: it is left out; so is such a transaction if its other branch
+/// - an unknown put (with a lease or not), or transaction, of a value the log shows at
+///   revision `r` (and no other operation writes) took effect at `r`: it becomes an operation
+///   that returned at the end of the history (`u64::MAX`) with the response etcd gave (a
+///   transaction's branch is the one that writes the value; its results come from the log's
+///   keyspace before `r`, or are plain puts and deletes when the log knows no more);
+/// - an unknown put (with a lease or not) whose value the log never shows, while the log is
+///   complete from the first revision it could have taken (after every revision returned
+///   before its call) to the last one seen, never happened (or was refused for a missing
+///   lease, which is the same): it is left out; so is such a transaction if its other branch
 ///   only reads;
-/// - anything else (unknown deletes, transactions without a unique put, reads) stays unknown.
+/// - anything else (unknown deletes, transactions without a unique put, reads, lease grants,
+///   which leave no trace in the log, and lease revokes, which may delete nothing) stays
+///   unknown.
 ///
 /// Known operations are kept as they are, in order.
 pub fn resolve_unknown_writes(
@@ -47,7 +50,7 @@ pub fn resolve_unknown_writes(
         .ops()
         .iter()
         .filter_map(Operation::output)
-        .map(output_revision)
+        .filter_map(output_revision)
         .fold(log.last_revision(), i64::max);
     let context = Context {
         log,
@@ -90,11 +93,13 @@ impl Context<'_> {
     /// What the log says of an unknown `input` called after revision `floor` was returned.
     fn resolve(&self, input: &EtcdInput, floor: i64) -> Resolution {
         match input {
-            EtcdInput::Put { key, value } => match self.revision_of(key, value) {
-                Some(Some(revision)) => Resolution::TookEffect(EtcdOutput::Put { revision }),
-                Some(None) if self.log.all_complete(floor + 1, self.end) => Resolution::Never,
-                _ => Resolution::Unknown,
-            },
+            EtcdInput::Put { key, value } | EtcdInput::PutWithLease { key, value, .. } => {
+                match self.revision_of(key, value) {
+                    Some(Some(revision)) => Resolution::TookEffect(EtcdOutput::Put { revision }),
+                    Some(None) if self.log.all_complete(floor + 1, self.end) => Resolution::Never,
+                    _ => Resolution::Unknown,
+                }
+            }
             EtcdInput::Txn(txn) => self.resolve_txn(input, txn, floor),
             _ => Resolution::Unknown,
         }
@@ -221,7 +226,7 @@ impl Floors {
             .iter()
             .filter_map(|op| match &op.outcome {
                 Outcome::Returned { at, output } if *at != u64::MAX => {
-                    Some((*at, output_revision(output)))
+                    Some((*at, output_revision(output)?))
                 }
                 _ => None,
             })

@@ -11,6 +11,14 @@
 //!
 //! Reads are single-key [`EtcdInput::Get`]s and [`EtcdInput::Range`]s over `[start, end)`
 //! (see `etcd/range.rs`); both are read-only and constrain the state like a get.
+//!
+//! Leases (see `etcd/lease.rs`): the state also holds the leases that exist and the keys
+//! attached to each. [`EtcdInput::LeaseGrant`] creates a lease with a client-chosen ID at no
+//! revision, [`EtcdInput::PutWithLease`] is a put that attaches the key to a lease (any other
+//! put or delete detaches it), and [`EtcdInput::LeaseRevoke`] deletes every key attached to
+//! the lease at one new revision (none if no key is attached). Requests on a lease that does
+//! not exist, and grants of one that does, are refused with an [`EtcdOutput::LeaseError`].
+//! Leases never expire in the model.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -20,9 +28,12 @@ use crate::history::History;
 use crate::model::Model;
 
 mod build;
+mod lease;
 mod range;
 mod resolve;
 
+pub use lease::LeaseError;
+use lease::Leases;
 pub use range::key_in_range;
 
 /// A live key's value and metadata, as etcd reports it.
@@ -71,6 +82,36 @@ pub enum EtcdInput {
         end: String,
         /// At most this many keys are returned; 0 (or less) for no limit.
         limit: i64,
+    },
+    /// Grant a lease with a client-chosen ID (etcd's `LeaseGrant` with `ID` set; the TTL is
+    /// not modeled: leases never expire). Creates no revision; answered by
+    /// [`EtcdOutput::LeaseGrant`], or [`EtcdOutput::LeaseError`] with
+    /// [`LeaseError::AlreadyExists`] if the lease exists. The ID must not be 0 (with 0 etcd
+    /// picks an ID, which the model cannot know: it then answers [`EtcdOutput::LeaseGrant`]
+    /// and grants nothing).
+    LeaseGrant {
+        /// The lease ID.
+        lease: i64,
+    },
+    /// Set a key's value and attach the key to a lease (detaching it from any other), as a
+    /// put with `lease` set. Answered by [`EtcdOutput::Put`], or, if the lease does not exist,
+    /// by [`EtcdOutput::LeaseError`] with [`LeaseError::NotFound`] (nothing written, no
+    /// revision). Lease 0 means no lease: a plain [`EtcdInput::Put`].
+    PutWithLease {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// The lease.
+        lease: i64,
+    },
+    /// Revoke a lease: every key attached to it is deleted, all at one new revision (no
+    /// revision if none is attached), and the lease is gone. Answered by
+    /// [`EtcdOutput::LeaseRevoke`], or, if the lease does not exist, by
+    /// [`EtcdOutput::LeaseError`] with [`LeaseError::NotFound`].
+    LeaseRevoke {
+        /// The lease.
+        lease: i64,
     },
 }
 
@@ -201,13 +242,32 @@ pub enum EtcdOutput {
         /// The store's revision when read.
         revision: i64,
     },
+    /// A lease grant's header revision: the store's current one (a grant creates none).
+    LeaseGrant {
+        /// The store's revision.
+        revision: i64,
+    },
+    /// A lease revoke's header revision: the new one if it deleted any key (all its keys at
+    /// that one revision), else the current one.
+    LeaseRevoke {
+        /// The revision after the revoke.
+        revision: i64,
+    },
+    /// A lease request etcd refused, definitely: nothing was written and no revision created.
+    /// The answer to a [`EtcdInput::LeaseGrant`] of an existing lease
+    /// ([`LeaseError::AlreadyExists`]) and to a [`EtcdInput::PutWithLease`] or
+    /// [`EtcdInput::LeaseRevoke`] of a missing one ([`LeaseError::NotFound`]); no other
+    /// input accepts it. [`LeaseError::from_message`] maps etcd's error text to it.
+    LeaseError(LeaseError),
 }
 
-/// The keyspace: live keys and the store's revision. Cloning is cheap (shared until written).
+/// The keyspace: live keys, the store's revision, and the leases with their keys. Cloning is
+/// cheap (shared until written).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EtcdState {
     revision: i64,
     keys: Arc<BTreeMap<String, KeyValue>>,
+    leases: Arc<Leases>,
 }
 
 impl Default for EtcdState {
@@ -217,11 +277,12 @@ impl Default for EtcdState {
 }
 
 impl EtcdState {
-    /// An empty keyspace at `revision` (a fresh etcd store is at 1).
+    /// An empty keyspace at `revision`, without leases (a fresh etcd store is at 1).
     pub fn new(revision: i64) -> Self {
         EtcdState {
             revision,
             keys: Arc::default(),
+            leases: Arc::default(),
         }
     }
 
@@ -277,10 +338,46 @@ impl EtcdState {
             }
             EtcdInput::Put { key, value } => {
                 let mut write = Write::new(self);
-                write.put(key, value);
+                write.put(key, value, 0);
                 let next = write.finish();
                 let revision = next.revision;
                 (next, EtcdOutput::Put { revision })
+            }
+            EtcdInput::PutWithLease { key, value, lease } => {
+                if *lease != 0 && !self.has_lease(*lease) {
+                    return (self.clone(), EtcdOutput::LeaseError(LeaseError::NotFound));
+                }
+                let mut write = Write::new(self);
+                write.put(key, value, *lease);
+                let next = write.finish();
+                let revision = next.revision;
+                (next, EtcdOutput::Put { revision })
+            }
+            EtcdInput::LeaseGrant { lease } => {
+                if self.has_lease(*lease) {
+                    return (
+                        self.clone(),
+                        EtcdOutput::LeaseError(LeaseError::AlreadyExists),
+                    );
+                }
+                let mut next = self.clone();
+                if *lease != 0 {
+                    next.grant_lease(*lease);
+                }
+                let revision = next.revision;
+                (next, EtcdOutput::LeaseGrant { revision })
+            }
+            EtcdInput::LeaseRevoke { lease } => {
+                if !self.has_lease(*lease) {
+                    return (self.clone(), EtcdOutput::LeaseError(LeaseError::NotFound));
+                }
+                let mut write = Write::new(self);
+                for key in write.state.remove_lease(*lease) {
+                    write.delete(&key);
+                }
+                let next = write.finish();
+                let revision = next.revision;
+                (next, EtcdOutput::LeaseRevoke { revision })
             }
             EtcdInput::Delete { key } => {
                 let mut write = Write::new(self);
@@ -328,7 +425,9 @@ impl Write {
         }
     }
 
-    fn put(&mut self, key: &str, value: &str) {
+    /// Sets `key` and attaches it to `lease` (which exists), or detaches it for 0.
+    fn put(&mut self, key: &str, value: &str, lease: i64) {
+        self.state.attach(key, lease);
         let revision = self.revision;
         let keys = Arc::make_mut(&mut self.state.keys);
         let kv = match keys.get(key) {
@@ -351,6 +450,7 @@ impl Write {
 
     fn delete(&mut self, key: &str) -> i64 {
         if self.state.keys.contains_key(key) {
+            self.state.detach(key);
             Arc::make_mut(&mut self.state.keys).remove(key);
             self.changed = true;
             1
@@ -363,7 +463,7 @@ impl Write {
         match op {
             TxnOp::Get { key } => TxnOpResult::Get(self.state.get(key).cloned()),
             TxnOp::Put { key, value } => {
-                self.put(key, value);
+                self.put(key, value, 0);
                 TxnOpResult::Put
             }
             TxnOp::Delete { key } => TxnOpResult::Delete {
@@ -431,6 +531,23 @@ impl Model for EtcdKv {
                 return same.then(|| state.clone());
             }
             (EtcdInput::Put { .. }, EtcdOutput::Put { revision }) => *revision == r + 1,
+            (EtcdInput::PutWithLease { lease, .. }, EtcdOutput::Put { revision }) => {
+                *revision == r + 1 && (*lease == 0 || state.has_lease(*lease))
+            }
+            (EtcdInput::LeaseGrant { lease }, EtcdOutput::LeaseGrant { revision }) => {
+                *revision == r && !state.has_lease(*lease)
+            }
+            (EtcdInput::LeaseRevoke { lease }, EtcdOutput::LeaseRevoke { revision }) => {
+                state.has_lease(*lease) && (*revision == r || *revision == r + 1)
+            }
+            (
+                EtcdInput::PutWithLease { .. } | EtcdInput::LeaseRevoke { .. },
+                EtcdOutput::LeaseError(LeaseError::NotFound),
+            )
+            | (EtcdInput::LeaseGrant { .. }, EtcdOutput::LeaseError(LeaseError::AlreadyExists)) => {
+                // Refused: nothing changes (`apply` decides whether it is refused here).
+                true
+            }
             (EtcdInput::Delete { key }, EtcdOutput::Delete { deleted, revision }) => {
                 if state.get(key).is_some() {
                     *deleted == 1 && *revision == r + 1
@@ -464,9 +581,13 @@ impl Model for EtcdKv {
     }
 
     /// A read must see the store at its revision; a write that created revision `r` must
-    /// start from `r - 1`.
+    /// start from `r - 1`. A lease grant sees the store at its revision; a revoke at `r` may
+    /// have created it or not, so starts from `r` at the latest. A refused lease request
+    /// reports no revision, so has no bound.
     fn progress_bound(&self, input: &EtcdInput, output: &EtcdOutput) -> Option<u64> {
         let from = match output {
+            EtcdOutput::LeaseError(_) => return None,
+            EtcdOutput::LeaseGrant { revision } | EtcdOutput::LeaseRevoke { revision } => *revision,
             EtcdOutput::Put { revision } => revision - 1,
             EtcdOutput::Delete { deleted, revision } if *deleted > 0 => revision - 1,
             EtcdOutput::Txn {
@@ -501,8 +622,9 @@ impl Model for EtcdKv {
         Some(u64::try_from(from).unwrap_or(0))
     }
 
-    /// An unknown put (or txn whose success branch only puts) of a value no other operation
-    /// writes under that key took effect if a read saw the value, at the `mod_revision` seen.
+    /// An unknown put (with or without a lease, or txn whose success branch only puts) of a
+    /// value no other operation writes under that key took effect if a read saw the value, at
+    /// the `mod_revision` seen. Unknown lease grants and revokes stay unknown.
     fn resolve_unknown(
         &self,
         history: &History<EtcdInput, EtcdOutput>,
@@ -513,7 +635,11 @@ impl Model for EtcdKv {
     fn is_read_only(&self, input: &EtcdInput) -> bool {
         match input {
             EtcdInput::Get { .. } | EtcdInput::Range { .. } => true,
-            EtcdInput::Put { .. } | EtcdInput::Delete { .. } => false,
+            EtcdInput::Put { .. }
+            | EtcdInput::Delete { .. }
+            | EtcdInput::PutWithLease { .. }
+            | EtcdInput::LeaseGrant { .. }
+            | EtcdInput::LeaseRevoke { .. } => false,
             EtcdInput::Txn(txn) => txn
                 .success
                 .iter()

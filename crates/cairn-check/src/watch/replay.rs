@@ -1,5 +1,6 @@
 //! Replaying the [`EventLog`]: the keyspace at a revision, a key's value before a revision,
 //! and the log's own consistency (each event must follow from the keyspace before it).
+//! Leases are invisible in watch events, so the replayed keyspace has none.
 
 use super::log::{Entry, EventLog, CHECKPOINT_EVERY};
 use super::record::{EventKind, WatchEvent};
@@ -9,6 +10,12 @@ use crate::violation::{Violation, ViolationKind};
 impl EventLog {
     /// The keyspace at `revision`: the events of revisions `2..=revision` replayed onto an
     /// empty store at revision 1. `None` unless every one of those revisions is complete.
+    ///
+    /// A revision may hold any number of puts and deletes (a transaction, or a lease revoke
+    /// deleting every key attached to the lease at once); each is applied in turn. The replay
+    /// ignores leases: watch events do not show which lease a key is attached to, so the state
+    /// has no leases ([`EtcdState::has_lease`] is false for every ID). Its keys, values and
+    /// metadata are exact, which is all the value checks compare.
     pub fn state_at(&self, revision: i64) -> Option<EtcdState> {
         if revision < 1 || revision > self.complete_through() {
             return None;

@@ -199,7 +199,15 @@ fn events(
         })
     };
     match (input, output) {
-        (EtcdInput::Put { key, .. }, _) => vec![put(key)],
+        (EtcdInput::Put { key, .. }, _) | (EtcdInput::PutWithLease { key, .. }, _) => {
+            vec![put(key)]
+        }
+        // Every key the revoke deleted, in key order (as etcd deletes them).
+        (EtcdInput::LeaseRevoke { .. }, _) => before
+            .keys()
+            .filter(|(key, _)| after.get(key).is_none())
+            .filter_map(|(key, _)| delete(key))
+            .collect(),
         (EtcdInput::Delete { key }, _) => delete(key).into_iter().collect(),
         (EtcdInput::Txn(txn), EtcdOutput::Txn { succeeded, .. }) => {
             let ops = if *succeeded {
@@ -224,6 +232,22 @@ pub fn put(key: &str, value: &str) -> EtcdInput {
         key: key.into(),
         value: value.into(),
     }
+}
+
+pub fn lput(key: &str, value: &str, lease: i64) -> EtcdInput {
+    EtcdInput::PutWithLease {
+        key: key.into(),
+        value: value.into(),
+        lease,
+    }
+}
+
+pub fn grant(lease: i64) -> EtcdInput {
+    EtcdInput::LeaseGrant { lease }
+}
+
+pub fn revoke(lease: i64) -> EtcdInput {
+    EtcdInput::LeaseRevoke { lease }
 }
 
 pub fn del(key: &str) -> EtcdInput {

@@ -8,15 +8,18 @@ use super::{EtcdState, KeyValue};
 
 impl EtcdState {
     /// The keyspace holding exactly `keys`, at `revision` (e.g. what a Range over the whole
-    /// keyspace returned, with its header revision).
+    /// keyspace returned, with its header revision), without leases (a Range does not show
+    /// them; add some with [`EtcdState::with_lease`]).
     pub fn from_keys(revision: i64, keys: impl IntoIterator<Item = (String, KeyValue)>) -> Self {
         EtcdState {
             revision,
             keys: Arc::new(keys.into_iter().collect::<BTreeMap<_, _>>()),
+            leases: Arc::default(),
         }
     }
 
-    /// Sets `key` to `kv`, or removes it for `None`; the revision is left alone.
+    /// Sets `key` to `kv`, or removes it for `None`; the revision and the leases are left
+    /// alone (a replay of watch events knows nothing of leases).
     pub(crate) fn set_key(&mut self, key: &str, kv: Option<KeyValue>) {
         let keys = Arc::make_mut(&mut self.keys);
         match kv {

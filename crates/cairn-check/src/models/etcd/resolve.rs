@@ -1,5 +1,6 @@
-//! Which unknown writes a history proves took effect: a put of a value that no other operation
-//! writes under that key, seen by a read, happened at the `mod_revision` the read saw.
+//! Which unknown writes a history proves took effect: a put (with a lease or not) of a value
+//! that no other operation writes under that key, seen by a read, happened at the
+//! `mod_revision` the read saw. Unknown lease grants and revokes are never proven here.
 //!
 //! Without this, every unknown write is a candidate for every gap in the revisions, and the
 //! search only finds out it picked the wrong one when a later read disagrees.
@@ -35,8 +36,10 @@ pub(super) fn resolve_unknown(
             continue;
         }
         let output = match &op.input {
-            EtcdInput::Put { key, value } => proven_revision(&writers, &seen, i, key, value)
-                .map(|revision| EtcdOutput::Put { revision }),
+            EtcdInput::Put { key, value } | EtcdInput::PutWithLease { key, value, .. } => {
+                proven_revision(&writers, &seen, i, key, value)
+                    .map(|revision| EtcdOutput::Put { revision })
+            }
             EtcdInput::Txn(txn) => {
                 let only_puts = !txn.success.is_empty()
                     && txn.success.iter().all(|op| matches!(op, TxnOp::Put { .. }));
@@ -88,14 +91,20 @@ fn writes(input: &EtcdInput) -> Vec<(&str, &str)> {
         }
     }
     match input {
-        EtcdInput::Put { key, value } => vec![(key.as_str(), value.as_str())],
+        EtcdInput::Put { key, value } | EtcdInput::PutWithLease { key, value, .. } => {
+            vec![(key.as_str(), value.as_str())]
+        }
         EtcdInput::Txn(txn) => txn
             .success
             .iter()
             .chain(&txn.failure)
             .filter_map(put)
             .collect(),
-        EtcdInput::Get { .. } | EtcdInput::Range { .. } | EtcdInput::Delete { .. } => Vec::new(),
+        EtcdInput::Get { .. }
+        | EtcdInput::Range { .. }
+        | EtcdInput::Delete { .. }
+        | EtcdInput::LeaseGrant { .. }
+        | EtcdInput::LeaseRevoke { .. } => Vec::new(),
     }
 }
 
