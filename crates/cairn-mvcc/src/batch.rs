@@ -266,7 +266,9 @@ impl<'s> WriteBatch<'s> {
             }
         }
         set_durability(&mut self.wtx, durable)?;
+        crash_point!("backend_before_commit");
         self.wtx.commit().ctx("committing a write batch")?;
+        crash_point!("backend_after_commit");
         let store = self.store;
         store.current.store(self.revision, Ordering::Release);
         store
@@ -278,6 +280,26 @@ impl<'s> WriteBatch<'s> {
         Ok(self.events)
     }
 }
+
+/// The crash of a failpoint's `return` action (feature `failpoints`, configured by the
+/// server's `CAIRN_FAILPOINTS`): logs and exits at once with status 86, with no cleanup, as a
+/// `kill -9` at that spot would. Failpoints of this crate: `backend_before_commit` /
+/// `backend_after_commit` around the commit of a [`WriteBatch`] (an apply batch), and
+/// `compact_before_commit` / `compact_after_commit` around the commit of each compaction step.
+#[cfg(feature = "failpoints")]
+pub(crate) fn crash_at(name: &str) -> ! {
+    tracing::error!("failpoint {name}: crashing");
+    std::process::exit(86)
+}
+
+/// A failpoint (fail crate) whose `return` action crashes the process ([`crash_at`]);
+/// compiled to nothing without the `failpoints` feature.
+macro_rules! crash_point {
+    ($name:literal) => {
+        fail::fail_point!($name, |_| $crate::batch::crash_at($name))
+    };
+}
+pub(crate) use crash_point;
 
 /// Durable commits use quick repair; non-durable ones are kept in memory until the next durable.
 pub(crate) fn set_durability(wtx: &mut WriteTransaction, durable: bool) -> Result<(), MvccError> {

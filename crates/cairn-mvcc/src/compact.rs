@@ -16,7 +16,7 @@ use std::ops::Bound;
 
 use redb::{ReadableTable, WriteTransaction};
 
-use crate::batch::set_durability;
+use crate::batch::{crash_point, set_durability};
 use crate::change::Tables;
 use crate::error::{Context, MvccError};
 use crate::layout::{
@@ -31,9 +31,17 @@ impl Store {
     pub fn compact_step(&self, max_keys: usize) -> Result<bool, MvccError> {
         let db = self.db();
         let mut wtx = db.begin_write().ctx("beginning a compaction step")?;
-        let done = step(&wtx, max_keys.max(1))?;
-        set_durability(&mut wtx, false)?;
-        wtx.commit().ctx("committing a compaction step")?;
+        let (done, processed) = step(&wtx, max_keys.max(1))?;
+        if processed == 0 {
+            // Nothing was written (no compaction pending): nothing to commit, and the
+            // failpoints below stay for steps that really change the backend.
+            wtx.abort().ctx("ending an idle compaction step")?;
+        } else {
+            set_durability(&mut wtx, false)?;
+            crash_point!("compact_before_commit");
+            wtx.commit().ctx("committing a compaction step")?;
+            crash_point!("compact_after_commit");
+        }
         if done {
             // Compaction frees pages: a good moment to re-measure.
             if let Err(err) = self.refresh_size_in_use() {
@@ -44,7 +52,9 @@ impl Store {
     }
 }
 
-fn step(wtx: &WriteTransaction, max_keys: usize) -> Result<bool, MvccError> {
+/// One step in `wtx`: returns whether no work is left, and how many history entries it
+/// processed (0: it wrote nothing).
+fn step(wtx: &WriteTransaction, max_keys: usize) -> Result<(bool, usize), MvccError> {
     let (compact, cursor) = {
         let meta = wtx.open_table(META).ctx("opening meta")?;
         let compact = read_marks(&meta)?.compact;
@@ -64,7 +74,7 @@ fn step(wtx: &WriteTransaction, max_keys: usize) -> Result<bool, MvccError> {
         (compact, cursor)
     };
     if compact < 0 {
-        return Ok(true);
+        return Ok((true, 0));
     }
     let c = compact as u64;
     let mut t = Tables::open(wtx)?;
@@ -149,7 +159,7 @@ fn step(wtx: &WriteTransaction, max_keys: usize) -> Result<bool, MvccError> {
         more,
         "compaction step"
     );
-    Ok(!more)
+    Ok((!more, work.len()))
 }
 
 /// Appends `(main, sub, key)` of history rows to `work` until it holds `max_keys`; true when

@@ -10,6 +10,21 @@
 //! Committed entries are handed out only after the HardState naming them committed has been
 //! written in the same Ready, so the durable applied index of the state machine never runs
 //! ahead of the log it came from.
+//!
+//! Durability invariant: nothing reaches the apply side before the WAL records it depends on
+//! are fsynced. raft-rs hands out committed entries only up to its persisted index
+//! (`min(committed, persisted)`), which moves only on `advance_append`, called after the
+//! Ready's sync; a Ready's committed entries (and a snapshot's metadata) are handed out only
+//! after that sync anyway; and raft is told `applied = min(reported, committed, persisted)`.
+//! So every state the backend can be in, durable or not, covers only fsynced log entries, and
+//! cutting the WAL back to what was fsynced (a power loss) never leaves the backend ahead of
+//! it. The planted [`NodeConfig::ack_before_fsync`] bug breaks exactly this.
+//!
+//! Failpoints (feature `failpoints`; `return` means crash the process, exit status 86):
+//! `raft_before_save` before a Ready's snapshot metadata, entries and HardState are written
+//! (after the leader's own messages went out, as raft allows), `raft_after_save` after they
+//! are written and fsynced, before the persisted messages are sent and the committed entries
+//! handed to apply. Both are evaluated only for Readies that write something.
 
 use crate::error::WalError;
 use crate::logger::raft_logger;
@@ -48,6 +63,30 @@ pub struct NodeConfig {
     /// Campaign immediately at start when this member is the only voter, instead of waiting
     /// for an election timeout: a lone member cannot split a vote.
     pub campaign_if_sole_voter: bool,
+    /// PLANTED BUG, for checking that the robustness harness notices it; `false` in every real
+    /// configuration. When set, a Ready's WAL records are only handed to the kernel and the
+    /// fsync is done at most about once per [`LAZY_FSYNC_INTERVAL`], while the Ready's entries
+    /// are still treated as persisted: acknowledged and applied before they are durable.
+    pub ack_before_fsync: bool,
+}
+
+/// How often the WAL is really fsynced under the planted [`NodeConfig::ack_before_fsync`] bug.
+pub const LAZY_FSYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The crash of a failpoint's `return` action: logs and exits at once with status 86, with no
+/// cleanup (no destructors, no WAL flush), as a `kill -9` at that spot would.
+#[cfg(feature = "failpoints")]
+pub(crate) fn crash_at(name: &str) -> ! {
+    tracing::error!("failpoint {name}: crashing");
+    std::process::exit(86)
+}
+
+/// A failpoint (fail crate) whose `return` action crashes the process ([`crash_at`]); compiled
+/// to nothing without the `failpoints` feature.
+macro_rules! crash_point {
+    ($name:literal) => {
+        fail::fail_point!($name, |_| crate::node::crash_at($name))
+    };
 }
 
 /// Why a proposal or read could not be served.
@@ -339,6 +378,8 @@ struct Loop {
     /// snapshot install (the received backend is newer than the snapshot's index), so raft is
     /// told `min(reported, committed, persisted)`.
     reported_applied: u64,
+    /// When the WAL was last fsynced (only used by the planted `ack_before_fsync` bug).
+    last_fsync: Instant,
 }
 
 /// Starts the Ready loop on its own thread. Returns the handle and the thread, which ends with
@@ -411,6 +452,7 @@ pub fn start(
         next_read_ctx: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64),
+        last_fsync: Instant::now(),
     };
     let thread = std::thread::Builder::new()
         .name("raft".into())
@@ -447,6 +489,13 @@ impl Loop {
                 if next_tick < Instant::now() {
                     next_tick = Instant::now() + self.cfg.tick_interval;
                 }
+            }
+            if self.cfg.ack_before_fsync && self.last_fsync.elapsed() >= LAZY_FSYNC_INTERVAL {
+                // The planted bug's only real fsyncs (besides rotation and log compaction).
+                if let Err(e) = self.storage.sync() {
+                    break Err(e.into());
+                }
+                self.last_fsync = Instant::now();
             }
             self.issue_reads();
             if let Err(e) = self.on_ready() {
@@ -633,6 +682,10 @@ impl Loop {
             }
         }
         self.send(rd.take_messages());
+        let saves = !rd.snapshot().is_empty() || !rd.entries().is_empty() || rd.hs().is_some();
+        if saves {
+            crash_point!("raft_before_save");
+        }
         let snapshot = if rd.snapshot().is_empty() {
             None
         } else {
@@ -660,7 +713,10 @@ impl Loop {
             self.status.term.store(hs.term, Ordering::Release);
         }
         if rd.must_sync() {
-            self.storage.sync()?;
+            self.sync_ready()?;
+        }
+        if saves {
+            crash_point!("raft_after_save");
         }
         self.status
             .last_index
@@ -697,6 +753,19 @@ impl Loop {
         // Right after a snapshot, raft must learn it is applied up to the snapshot's index
         // (it does not assume so itself), and a report that ran ahead may now fit.
         self.advance_applied();
+        Ok(())
+    }
+
+    /// Makes a Ready's WAL records durable before anything depends on them: one fdatasync.
+    /// Under the planted `ack_before_fsync` bug, only hands them to the kernel (they survive
+    /// the process dying, not the machine) unless the last real fsync is
+    /// [`LAZY_FSYNC_INTERVAL`] old.
+    fn sync_ready(&mut self) -> Result<(), WalError> {
+        if self.cfg.ack_before_fsync && self.last_fsync.elapsed() < LAZY_FSYNC_INTERVAL {
+            return self.storage.write_out();
+        }
+        self.storage.sync()?;
+        self.last_fsync = Instant::now();
         Ok(())
     }
 
@@ -790,5 +859,97 @@ mod tests {
         assert_eq!(parse_read_ctx(&a), Some((7, 1)));
         assert_eq!(parse_read_ctx(&b), Some((8, 1)));
         assert_eq!(parse_read_ctx(&[0; 8]), None);
+    }
+
+    /// With `synced.txt` (feature `failpoints`): how far the WAL is fsynced, and where the
+    /// record of the first committed entry carrying `payload` ends, right when that entry
+    /// reaches the apply side of a single-member node.
+    #[cfg(feature = "failpoints")]
+    fn synced_and_entry_end(ack_before_fsync: bool, payload: &[u8]) -> (u64, u64, Duration) {
+        use crate::storage::WalOptions;
+        use crate::wal::{scan_segment_bytes, Record};
+        use raft::eraftpb::ConfState;
+
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, _) = DiskStorage::open(dir.path(), WalOptions::default()).unwrap();
+        storage
+            .bootstrap(ConfState {
+                voters: vec![1],
+                ..Default::default()
+            })
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let started = Instant::now();
+        let cfg = NodeConfig {
+            id: 1,
+            tick_interval: Duration::from_millis(10),
+            election_tick: 10,
+            heartbeat_tick: 1,
+            applied: 0,
+            pre_vote: false,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            max_uncommitted_size: 1 << 30,
+            campaign_if_sole_voter: true,
+            ack_before_fsync,
+        };
+        let (handle, thread) = start(cfg, storage.clone(), tx, None).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        while rt.block_on(handle.propose(payload.to_vec())).is_err() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        'wait: loop {
+            let batch: CommittedEntries = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            if batch.entries.iter().any(|e| e.data.as_ref() == payload) {
+                break 'wait;
+            }
+        }
+        let elapsed = started.elapsed();
+        let seg = storage.wal_segments().pop().unwrap();
+        let synced: u64 = std::fs::read_to_string(dir.path().join(crate::wal::SYNCED_FILE))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(n, _)| seg.ends_with(n))
+            .map(|(_, len)| len.parse().unwrap())
+            .next()
+            .unwrap();
+        let bytes = std::fs::read(&seg).unwrap();
+        let end = scan_segment_bytes(&bytes)
+            .records
+            .iter()
+            .find(|r| matches!(&r.record, Record::Entry(e) if e.data.as_ref() == payload))
+            .map(|r| r.offset + r.frame_len)
+            .expect("the entry is in the file");
+        handle.stop();
+        thread.join().unwrap().unwrap();
+        (synced, end, elapsed)
+    }
+
+    #[cfg(feature = "failpoints")]
+    #[test]
+    fn entries_reach_apply_only_once_fsynced() {
+        let (synced, end, _) = synced_and_entry_end(false, b"durable first");
+        assert!(
+            synced >= end,
+            "applied entry ends at {end}, fsynced only {synced}"
+        );
+    }
+
+    #[cfg(feature = "failpoints")]
+    #[test]
+    fn planted_ack_before_fsync_applies_unsynced_entries() {
+        // The bug fsyncs once a LAZY_FSYNC_INTERVAL: only a run that got its entry applied
+        // sooner than that after start tells anything; a slow machine gets a few tries.
+        for _ in 0..5 {
+            let (synced, end, elapsed) = synced_and_entry_end(true, b"acked, not durable");
+            if elapsed < LAZY_FSYNC_INTERVAL / 2 {
+                assert!(synced < end, "entry ending at {end} was fsynced ({synced})");
+                return;
+            }
+        }
+        panic!("never got an entry applied within half a second of starting");
     }
 }

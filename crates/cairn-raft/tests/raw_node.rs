@@ -267,3 +267,79 @@ fn learner_catches_up_through_a_snapshot_and_restarts() {
     assert_eq!(f.storage.last_index().unwrap(), last + 2);
     assert_eq!(f.applied, last + 2);
 }
+
+/// The leader keeps no entry in memory (cache budget 0) and uses small append messages, so a
+/// learner that starts late gets the whole log as entries read back from the leader's WAL
+/// segments, several messages' worth.
+#[test]
+fn late_learner_catches_up_from_entries_read_back_from_the_wal() {
+    let d1 = tempfile::tempdir().unwrap();
+    let d2 = tempfile::tempdir().unwrap();
+    let cs = ConfState {
+        voters: vec![1],
+        ..Default::default()
+    };
+    let mut nodes = vec![Some(Node::new(1, d1.path(), Some(cs.clone()))), None];
+    nodes[0].as_mut().unwrap().storage.set_entry_cache_budget(0);
+    nodes[0].as_mut().unwrap().rn.campaign().unwrap();
+    pump(&mut nodes);
+    let mut cc = ConfChange::default();
+    cc.set_change_type(ConfChangeType::AddLearnerNode);
+    cc.node_id = 2;
+    nodes[0]
+        .as_mut()
+        .unwrap()
+        .rn
+        .propose_conf_change(vec![], cc)
+        .unwrap();
+    pump(&mut nodes);
+    propose(&mut nodes, 0, 40, "late");
+    {
+        let l = nodes[0].as_ref().unwrap();
+        assert_eq!(l.storage.entry_cache_usage(), (0, 0));
+        assert!(l.storage.wal_segments().len() > 1);
+        assert_eq!(l.storage.first_index().unwrap(), 1, "nothing compacted");
+    }
+    nodes[0].as_mut().unwrap().rn.raft.max_msg_size = 200;
+    nodes[1] = Some(Node::new(2, d2.path(), Some(cs)));
+    for _ in 0..10 {
+        nodes[0].as_mut().unwrap().rn.tick();
+        pump(&mut nodes);
+    }
+    let l = nodes[0].as_ref().unwrap();
+    let f = nodes[1].as_ref().unwrap();
+    assert_eq!(
+        f.storage.last_index().unwrap(),
+        l.storage.last_index().unwrap()
+    );
+    assert_eq!(f.data, l.data);
+    assert_eq!(f.data.len(), 40);
+}
+
+/// After a restart nothing is cached: the committed entries the state machine has not applied
+/// yet are read back from the WAL and handed out again.
+#[test]
+fn restart_hands_out_unapplied_entries_from_the_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let cs = ConfState {
+        voters: vec![1],
+        ..Default::default()
+    };
+    let mut nodes = vec![Some(Node::new(1, dir.path(), Some(cs)))];
+    nodes[0].as_mut().unwrap().rn.campaign().unwrap();
+    pump(&mut nodes);
+    propose(&mut nodes, 0, 50, "r");
+    let n = nodes[0].as_ref().unwrap();
+    let applied = n.applied;
+    let before = n.data.clone();
+    nodes.clear();
+
+    let (storage, _) = DiskStorage::open(dir.path(), opts()).unwrap();
+    assert_eq!(storage.entry_cache_usage(), (0, 0));
+    // The state machine is durable only up to 30 entries before the end.
+    let mut nodes = vec![Some(Node::start(1, storage, applied - 30))];
+    pump(&mut nodes);
+    let n = nodes[0].as_ref().unwrap();
+    assert_eq!(n.applied, applied);
+    assert_eq!(n.data, before[before.len() - 30..].to_vec());
+}

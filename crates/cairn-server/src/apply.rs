@@ -6,7 +6,12 @@
 //! with the applied index, so after a crash the store is at some earlier durable batch and the
 //! WAL replays exactly the entries after it. A durable commit happens every
 //! [`DURABLE_INTERVAL`], on shutdown, and before the raft log is compacted, since compaction
-//! forgets entries only the durable store then covers.
+//! forgets entries only the durable store then covers. Every entry arriving here is already
+//! fsynced in the WAL (see `cairn_raft::node`), so no backend state, durable or not, is ahead
+//! of the durable log.
+//!
+//! Failpoints (see `crate::faults`): `snapshot_before_install` / `snapshot_after_install`
+//! around the swap of a received backend; the backend and compaction ones are in cairn-mvcc.
 
 use crate::core::Core;
 use crate::errors::mvcc_error;
@@ -260,6 +265,10 @@ fn apply_batch(
     // Watchers get a revision before its writer is answered, so a client that watches from
     // an acknowledged revision never misses it.
     core.watch.publish(&events);
+    #[cfg(feature = "planted-bugs")]
+    if out.compaction_scheduled {
+        core.watch.compaction_applied();
+    }
     leases.commit(core);
     if let Some(state) = members {
         core.membership.replace(state);
@@ -373,7 +382,11 @@ fn install_snapshot(core: &Core, meta: &SnapshotMetadata) -> Result<(), ApplyErr
         index: meta.index,
         source,
     };
+    // The snapshot's WAL record is durable (the raft thread wrote and synced it before handing
+    // the snapshot over); the received file is durable too.
+    crate::faults::crash_point!("snapshot_before_install");
     core.store.replace_with(&path).map_err(wrap)?;
+    crate::faults::crash_point!("snapshot_after_install");
     let (applied, _) = core.store.applied_index();
     core.membership
         .replace(MembershipState::load(&core.store).map_err(wrap)?);

@@ -255,6 +255,11 @@ impl Core {
     /// [`linearizable_barrier`](Self::linearizable_barrier) for the member's own use (health
     /// checks), which a learner may run too: its ReadIndex goes through the leader.
     pub async fn read_barrier(&self) -> Result<(), EtcdError> {
+        if crate::faults::planted(crate::faults::Bug::ReadWithoutReadIndex) {
+            // PLANTED BUG (test builds only): serve from whatever this member has applied,
+            // with no leader confirmation.
+            return Ok(());
+        }
         let deadline = Instant::now() + self.cfg.request_timeout();
         let index = match tokio::time::timeout_at(deadline.into(), self.node.read_index()).await {
             Ok(r) => r.map_err(node_error)?,

@@ -202,6 +202,10 @@ where
 
 /// Starts a member and returns once it serves clients.
 pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
+    // First of all: a binary without the features refuses CAIRN_FAILPOINTS /
+    // CAIRN_PLANTED_BUG before touching the data dir, and failpoints armed at start must be
+    // in place before recovery runs.
+    let faults = crate::faults::configure_from_env()?;
     let backend_path = cfg.backend_path();
     make_dir(&cfg.snap_path())?;
     let wal_path = cfg.wal_path();
@@ -309,6 +313,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
             max_inflight_msgs: 256,
             max_uncommitted_size: 64 << 20,
             campaign_if_sole_voter: true,
+            ack_before_fsync: crate::faults::planted(crate::faults::Bug::AckBeforeFsync),
         },
         storage,
         apply_tx,
@@ -422,6 +427,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
             }
         }
     }
+    faults.arm_when_serving();
     tracing::info!("ready to serve client requests");
     Ok(RunningServer {
         core,

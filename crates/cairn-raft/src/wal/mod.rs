@@ -22,7 +22,12 @@
 //! before the new one exists, and a new segment is durable (file and directory entry) before
 //! anything is written after its header; so only the last segment can ever have a torn tail.
 //! After any failed write or sync the WAL refuses further work ([`WalError::Failed`]): after a
-//! failed `fdatasync` the page cache no longer tells what is on disk.
+//! failed `fdatasync` the page cache no longer tells what is on disk. Open fsyncs the last
+//! segment before anything is appended: records a killed process left in the page cache are
+//! replayed as persisted, so they must be durable before raft acts on them.
+//!
+//! With the `failpoints` feature the WAL also keeps `synced.txt`, the fsynced length of every
+//! segment, for `truncate_to_synced` to simulate a power loss (see the `synced` module).
 //!
 //! # Open
 //!
@@ -30,10 +35,13 @@
 //! ([`replay`]). A torn tail in the last segment is cut off (zeroed, synced, logged as a
 //! warning); anything else is [`WalError::Corrupt`] naming the file and offset.
 
+pub mod read;
 pub mod record;
 pub mod replay;
 pub mod scan;
 pub mod segment;
+#[cfg(feature = "failpoints")]
+pub mod synced;
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
@@ -45,6 +53,8 @@ pub use record::{encode_record, Record, SegmentHeader};
 pub use replay::{LogMeta, Replayed};
 pub use scan::{scan_segment_bytes, ScanEnd, ScanOutcome, ScannedRecord};
 use segment::SegmentFile;
+#[cfg(feature = "failpoints")]
+pub use synced::{truncate_to_synced, FileOutcome, FileReport, TruncateReport, SYNCED_FILE};
 
 /// Default segment size, as etcd: 64 MiB.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 * 1024 * 1024;
@@ -86,6 +96,10 @@ struct SegmentMeta {
     /// releasable when this is ≤ the compacted index: all its entries are then dead, and its
     /// other records are summarised by the next segment's header.
     max_entry_index: Option<u64>,
+    /// Bytes of the file known to be on disk (fdatasync'ed); only the `failpoints` build reads
+    /// it, to write `synced.txt`.
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+    synced_len: u64,
 }
 
 /// The write-ahead log. Not thread-safe by itself; [`crate::storage::DiskStorage`] wraps it.
@@ -111,6 +125,9 @@ pub struct Wal {
     meta: LogMeta,
     /// Set after a failed write/sync; every later call fails.
     failed: Option<String>,
+    /// `synced.txt` (feature `failpoints`, see [`synced`]).
+    #[cfg(feature = "failpoints")]
+    sidecar: synced::Sidecar,
 }
 
 /// What [`Wal::open`] found.
@@ -162,6 +179,17 @@ impl Wal {
     /// Opens the WAL in `dir` (creating the directory and a first segment when there is none),
     /// verifies and replays every segment.
     pub fn open(dir: &Path, opts: WalOptions) -> Result<Opened, WalError> {
+        Self::open_observed(dir, opts, &mut |_, _, _, record| record)
+    }
+
+    /// [`open`](Self::open), passing every record but segment headers through `observe`
+    /// (segment sequence, frame offset, frame length, record) before it is replayed; what
+    /// `observe` returns is replayed instead (see [`read::ReplayLocator`]).
+    pub fn open_observed(
+        dir: &Path,
+        opts: WalOptions,
+        observe: &mut dyn FnMut(u64, u64, u64, Record) -> Record,
+    ) -> Result<Opened, WalError> {
         fs::create_dir_all(dir).map_err(|e| WalError::io(dir, e))?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = OpenOptions::new()
@@ -186,7 +214,7 @@ impl Wal {
             };
             let frame = encode_record(&Record::SegmentHeader(header))?;
             let current = SegmentFile::create(dir, 1, 1, opts.segment_size, &frame)?;
-            let wal = Wal {
+            let mut wal = Wal {
                 dir: dir.to_path_buf(),
                 opts,
                 _lock: lock,
@@ -194,6 +222,8 @@ impl Wal {
                     seq: 1,
                     path: current.path.clone(),
                     max_entry_index: None,
+                    // SegmentFile::create syncs the header before the file gets its name.
+                    synced_len: frame.len() as u64,
                 }],
                 current,
                 header_len: frame.len() as u64,
@@ -202,7 +232,10 @@ impl Wal {
                 unsynced: false,
                 meta,
                 failed: None,
+                #[cfg(feature = "failpoints")]
+                sidecar: synced::Sidecar::open(dir)?,
             };
+            wal.note_synced()?;
             return Ok(Opened {
                 wal,
                 replayed: Replayed::default(),
@@ -292,13 +325,16 @@ impl Wal {
                     _ => {}
                 }
                 replay
-                    .apply(sr.record)
+                    .apply(observe(*seq, sr.offset, sr.frame_len, sr.record))
                     .map_err(|r| corrupt(path, sr.offset, r))?;
             }
             metas.push(SegmentMeta {
                 seq: *seq,
                 path: path.clone(),
                 max_entry_index,
+                // Earlier segments were synced when rotated away from; the last one is synced
+                // below.
+                synced_len: end.offset(),
             });
             if is_last {
                 last_scan = Some((bytes, end, header_len));
@@ -330,10 +366,15 @@ impl Wal {
                 reason = %reason,
                 "WAL torn tail truncated (the last write before a crash was incomplete)"
             );
+        } else {
+            // A process killed after handing records to the kernel but before its fdatasync
+            // leaves them in the page cache only: replayed, they count as persisted (raft may
+            // acknowledge them to the leader), so make them durable first. One sync per start.
+            current.sync_data()?;
         }
         current.ensure_preallocated(opts.segment_size)?;
 
-        let wal = Wal {
+        let mut wal = Wal {
             dir: dir.to_path_buf(),
             opts,
             _lock: lock,
@@ -345,7 +386,10 @@ impl Wal {
             unsynced: false,
             meta,
             failed: None,
+            #[cfg(feature = "failpoints")]
+            sidecar: synced::Sidecar::open(dir)?,
         };
+        wal.note_synced()?;
         Ok(Opened {
             wal,
             replayed,
@@ -406,12 +450,34 @@ impl Wal {
         Ok(())
     }
 
+    /// Records the synced lengths in `synced.txt` (feature `failpoints`; see [`synced`]).
+    /// Called after every fsync of a segment and every creation or removal of one.
+    #[cfg(feature = "failpoints")]
+    fn note_synced(&mut self) -> Result<(), WalError> {
+        self.sidecar.write(
+            &self.dir,
+            self.segments
+                .iter()
+                .map(|s| (s.path.as_path(), s.synced_len)),
+        )
+    }
+
+    /// Without the `failpoints` feature there is no sidecar.
+    #[cfg(not(feature = "failpoints"))]
+    fn note_synced(&mut self) -> Result<(), WalError> {
+        Ok(())
+    }
+
     /// Closes the current segment (durably) and starts the next one.
     fn rotate(&mut self) -> Result<(), WalError> {
         self.flush()?;
         // Data and the cut size durable before the next segment exists: so only the last
         // segment can ever hold a torn tail.
         self.current.finish(self.flushed)?;
+        if let Some(seg) = self.segments.last_mut() {
+            seg.synced_len = self.flushed;
+        }
+        self.note_synced()?;
         let seq = self.segments.last().map_or(1, |s| s.seq + 1);
         let first_index = self.meta.last_index + 1;
         let header = Record::SegmentHeader(SegmentHeader {
@@ -429,11 +495,13 @@ impl Wal {
             seq,
             path: seg.path.clone(),
             max_entry_index: None,
+            synced_len: frame.len() as u64,
         });
         self.current = seg;
         self.header_len = frame.len() as u64;
         self.flushed = self.header_len;
         self.unsynced = false;
+        self.note_synced()?;
         Ok(())
     }
 
@@ -588,8 +656,18 @@ impl Wal {
             w.flush()?;
             w.current.sync_data()?;
             w.unsynced = false;
-            Ok(())
+            if let Some(seg) = w.segments.last_mut() {
+                seg.synced_len = w.flushed;
+            }
+            w.note_synced()
         })
+    }
+
+    /// Hands everything written so far to the kernel without an fdatasync (it survives the
+    /// process dying, not the machine); a later [`sync`](Self::sync) still syncs it. Only the
+    /// planted `ack_before_fsync` bug uses this in place of a sync.
+    pub fn write_out(&mut self) -> Result<(), WalError> {
+        self.guard(|w| w.flush())
     }
 
     /// Deletes the oldest segment files whose entries are all ≤ `upto_index`, oldest first,
@@ -619,6 +697,7 @@ impl Wal {
                 segment::sync_dir(&w.dir)?;
                 tracing::debug!(file = %oldest.path.display(), "WAL segment released");
                 w.segments.remove(0);
+                w.note_synced()?;
                 deleted += 1;
             }
             Ok(deleted)

@@ -626,3 +626,174 @@ fn garbage_after_the_end_of_the_last_segment_is_corrupt() {
     let (file, offset, _) = expect_corrupt(open(dir.path(), opts(1 << 16, 5)));
     assert_eq!((file, offset), (path, end + 100));
 }
+
+/// `synced.txt` and `truncate_to_synced`: a power loss keeps exactly what was fsynced.
+#[cfg(feature = "failpoints")]
+mod power_loss {
+    use super::*;
+
+    fn sidecar(dir: &Path) -> Vec<(String, u64)> {
+        fs::read_to_string(dir.join(SYNCED_FILE))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (n, len) = l.split_once(' ').unwrap();
+                (n.to_string(), len.parse().unwrap())
+            })
+            .collect()
+    }
+
+    fn big(index: u64) -> Entry {
+        let mut e = ent(index, 1);
+        e.data = vec![index as u8; 100].into();
+        e
+    }
+
+    #[test]
+    fn only_the_synced_prefix_survives() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut w = open(dir.path(), opts(1 << 16, 5)).unwrap().wal;
+            w.append_entries(&ents(1..=5, 1)).unwrap();
+            w.write_hard_state(&hs(1, 1, 5)).unwrap();
+            w.sync().unwrap();
+            let listed = sidecar(dir.path());
+            assert_eq!(listed.len(), 1);
+            let spans = record_spans(&w.segment_paths()[0]);
+            let (off, len) = *spans.last().unwrap();
+            assert_eq!(listed[0].1, off + len, "the sidecar names the synced end");
+            // Written and handed to the kernel, never fsynced: as a killed process leaves it.
+            w.append_entries(&ents(6..=9, 1)).unwrap();
+            w.write_hard_state(&hs(1, 1, 9)).unwrap();
+            w.write_out().unwrap();
+            assert_eq!(sidecar(dir.path()), listed, "no fsync, no change");
+        }
+        // Without the cut, the unsynced records are still there (the page cache kept them).
+        let report = truncate_to_synced(dir.path()).unwrap();
+        assert_eq!(report.files.len(), 1);
+        let f = &report.files[0];
+        assert_eq!(f.outcome, FileOutcome::Truncated);
+        assert!(f.dropped_bytes > 0);
+        assert_eq!(report.dropped_bytes(), f.dropped_bytes);
+        let o = open(dir.path(), opts(1 << 16, 5)).unwrap();
+        assert_eq!(o.replayed.entries, ents(1..=5, 1));
+        assert_eq!(o.replayed.hard_state, hs(1, 1, 5));
+        // The log goes on cleanly after the cut and survives another reopen.
+        let mut w = o.wal;
+        w.append_entries(&ents(6..=7, 2)).unwrap();
+        w.sync().unwrap();
+        drop(w);
+        let o = open(dir.path(), opts(1 << 16, 5)).unwrap();
+        let mut want = ents(1..=5, 1);
+        want.extend(ents(6..=7, 2));
+        assert_eq!(o.replayed.entries, want);
+        // A second cut of a WAL whose tail is all synced drops nothing.
+        drop(o);
+        let report = truncate_to_synced(dir.path()).unwrap();
+        assert_eq!(report.dropped_bytes(), 0);
+    }
+
+    #[test]
+    fn rotation_syncs_and_unlisted_segments_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut all = Vec::new();
+        {
+            let mut w = open(dir.path(), opts(512, 0)).unwrap().wal;
+            for i in 1..=6 {
+                all.push(big(i));
+                w.append_entries(&all[all.len() - 1..]).unwrap();
+            }
+            w.sync().unwrap();
+            // More entries, never explicitly synced: the ones in segments closed by rotation
+            // were fsynced by the rotation; those in the last segment were not.
+            let before = w.segment_paths().len();
+            for i in 7..=14 {
+                all.push(big(i));
+                w.append_entries(&all[all.len() - 1..]).unwrap();
+            }
+            assert!(w.segment_paths().len() > before + 1, "the test must rotate");
+            let listed = sidecar(dir.path());
+            assert_eq!(listed.len(), w.segment_paths().len());
+        }
+        // A segment-like file the WAL never recorded (as if created and killed before the
+        // sidecar was updated), and an interrupted creation.
+        let last = segment_files(dir.path()).pop().unwrap();
+        let (seq, _) =
+            segment::parse_segment_name(last.file_name().unwrap().to_str().unwrap()).unwrap();
+        let stray = segment::segment_name(seq + 1, 99);
+        fs::write(dir.path().join(&stray), b"junk").unwrap();
+        fs::write(
+            dir.path().join("0000000000000099-0000000000000001.wal.tmp"),
+            b"x",
+        )
+        .unwrap();
+
+        let report = truncate_to_synced(dir.path()).unwrap();
+        let removed: Vec<_> = report
+            .files
+            .iter()
+            .filter(|f| f.outcome == FileOutcome::Removed)
+            .map(|f| f.name.clone())
+            .collect();
+        assert_eq!(
+            removed,
+            vec![
+                stray.clone(),
+                "0000000000000099-0000000000000001.wal.tmp".to_string()
+            ]
+        );
+        let truncated = report
+            .files
+            .iter()
+            .find(|f| f.outcome == FileOutcome::Truncated)
+            .expect("the last segment is cut");
+        assert!(truncated.dropped_bytes > 0);
+
+        let o = open(dir.path(), opts(512, 0)).unwrap();
+        let kept = o.replayed.entries.len();
+        assert!((6..14).contains(&kept), "kept {kept}");
+        assert_eq!(o.replayed.entries, &all[..kept]);
+    }
+
+    #[test]
+    fn released_segments_leave_the_sidecar() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = open(dir.path(), opts(512, 2)).unwrap().wal;
+        for i in 1..=20 {
+            w.append_entries(&[big(i)]).unwrap();
+        }
+        w.write_compact(18, 1).unwrap();
+        assert!(w.release(18).unwrap() > 0);
+        let names: Vec<String> = w
+            .segment_paths()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        let listed: Vec<String> = sidecar(dir.path()).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(listed, names);
+    }
+
+    #[test]
+    fn a_missing_sidecar_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path(), opts(1 << 16, 5)).unwrap());
+        fs::remove_file(dir.path().join(SYNCED_FILE)).unwrap();
+        assert!(matches!(
+            truncate_to_synced(dir.path()),
+            Err(WalError::Io { .. })
+        ));
+        fs::write(dir.path().join(SYNCED_FILE), "not a segment 12\n").unwrap();
+        assert!(truncate_to_synced(dir.path()).unwrap_err().is_corrupt());
+    }
+
+    #[test]
+    fn a_running_wal_is_not_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let _w = open(dir.path(), opts(1 << 16, 5)).unwrap();
+        assert!(matches!(
+            truncate_to_synced(dir.path()),
+            Err(WalError::Locked(_))
+        ));
+    }
+}

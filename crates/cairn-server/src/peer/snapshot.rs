@@ -8,6 +8,9 @@
 //! it, and the transport streams that file in chunks with a CRC-32C (`send`). So the
 //! snapshot's index is exactly the applied index of the backend that comes with it.
 //!
+//! Failpoint `snapshot_send` (see `crate::faults`): after the first chunk of a stream was
+//! handed to the call.
+//!
 //! Follower side ([`receive`]): the file goes to `member/snap/<index>.snap.db`, is verified
 //! and made durable, and only then is the raft message stepped. The Ready loop records the
 //! metadata in the WAL and the apply thread swaps the file in ([`install_path`]); a crash in
@@ -185,6 +188,7 @@ async fn stream_file(
             sent += n as u64;
             let last = sent >= total;
             let (header, message) = first.take().unzip();
+            let is_first = header.is_some();
             let chunk = SnapshotChunk {
                 header,
                 message: message.unwrap_or_default(),
@@ -195,6 +199,11 @@ async fn stream_file(
             };
             if tx.blocking_send(chunk).is_err() {
                 return Err("snapshot stream closed".into());
+            }
+            if is_first {
+                // The first chunk is on its way: the follower is mid-stream (or, for a backend
+                // of one chunk, has it all but may not have answered yet).
+                crate::faults::crash_point!("snapshot_send");
             }
             if last {
                 return Ok(());

@@ -387,6 +387,9 @@ pub struct Hub {
     pub(super) inner: Mutex<Inner>,
     /// Times a synced watcher fell back to catch-up because its stream's queue was full.
     fell_behind: AtomicU64,
+    /// Planted bugs (feature `planted-bugs`, see `super::planted`).
+    #[cfg(feature = "planted-bugs")]
+    pub(super) planted: super::planted::PlantedWatchBugs,
 }
 
 impl std::fmt::Debug for Hub {
@@ -427,6 +430,8 @@ impl Hub {
                 shut_down: false,
             }),
             fell_behind: AtomicU64::new(0),
+            #[cfg(feature = "planted-bugs")]
+            planted: super::planted::PlantedWatchBugs::from_process(),
         }
     }
 
@@ -804,6 +809,9 @@ impl Hub {
                     w.progress_due = false;
                 }
             }
+            #[cfg(feature = "planted-bugs")]
+            self.planted.deliver(o, &mut out);
+            #[cfg(not(feature = "planted-bugs"))]
             out.push(o);
         }
         if !out.is_empty() {

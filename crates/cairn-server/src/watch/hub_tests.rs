@@ -801,3 +801,86 @@ fn shutting_down_ends_every_stream() {
     f.hub.close_stream(s);
     assert_eq!(f.hub.counts(), (0, 0));
 }
+
+/// The planted watch bugs (feature `planted-bugs`) really break what the tests above check.
+#[cfg(feature = "planted-bugs")]
+mod planted_bugs {
+    use super::*;
+    use crate::faults::Bug;
+
+    fn planted_fixture(bug: Bug) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("db"), StoreOptions::default()).unwrap());
+        let hub = Arc::new(Hub::new(store.clone(), HubLimits::default()).with_planted_bug(bug));
+        Fixture {
+            _dir: dir,
+            store,
+            hub,
+        }
+    }
+
+    #[test]
+    fn drop_watch_event_on_compaction_drops_one_event_per_compaction() {
+        let f = planted_fixture(Bug::DropWatchEventOnCompaction);
+        let (s, _) = f.hub.open_stream();
+        f.create(s, spec("a", "z", 0));
+        f.drain(s);
+        let r1 = f.put("a", "1");
+        assert_eq!(events(&f.drain(s)), vec![(0, "PUT", "a".into(), r1)]);
+        f.compact(r1);
+        f.hub.compaction_applied();
+        let r2 = f.put("b", "2");
+        let r3 = f.put("c", "3");
+        // r2's event is gone, silently; r3 arrives.
+        assert_eq!(events(&f.drain(s)), vec![(0, "PUT", "c".into(), r3)]);
+        assert!(r2 < r3);
+        // Once per compaction: the next events all arrive.
+        let r4 = f.put("d", "4");
+        assert_eq!(events(&f.drain(s)), vec![(0, "PUT", "d".into(), r4)]);
+    }
+
+    #[test]
+    fn drop_watch_event_on_compaction_needs_a_compaction() {
+        let f = planted_fixture(Bug::DropWatchEventOnCompaction);
+        let (s, _) = f.hub.open_stream();
+        f.create(s, spec("a", "z", 0));
+        f.drain(s);
+        let r1 = f.put("a", "1");
+        let r2 = f.put("b", "2");
+        assert_eq!(
+            events(&f.drain(s)),
+            vec![(0, "PUT", "a".into(), r1), (0, "PUT", "b".into(), r2)]
+        );
+    }
+
+    #[test]
+    fn split_txn_events_splits_a_revision_across_responses() {
+        let f = planted_fixture(Bug::SplitTxnEvents);
+        let (s, _) = f.hub.open_stream();
+        f.create(s, spec("a", "z", 0));
+        f.drain(s);
+        let r = f.txn(&[("a", "1"), ("b", "2"), ("c", "3")]);
+        let outs = f.drain(s);
+        assert_eq!(outs.len(), 2, "{outs:?}");
+        assert_eq!(events(&outs[..1]), vec![(0, "PUT", "a".into(), r)]);
+        assert_eq!(
+            events(&outs[1..]),
+            vec![(0, "PUT", "b".into(), r), (0, "PUT", "c".into(), r)]
+        );
+        // A single event per revision is left alone.
+        let r2 = f.put("d", "4");
+        let outs = f.drain(s);
+        assert_eq!(outs.len(), 1);
+        assert_eq!(events(&outs), vec![(0, "PUT", "d".into(), r2)]);
+        // Catch-up responses too.
+        let (s2, _) = f.hub.open_stream();
+        f.create(s2, spec("a", "z", r));
+        let outs: Vec<Outgoing> = f
+            .catch_up(s2)
+            .into_iter()
+            .filter(|o| !o.resp.events.is_empty())
+            .collect();
+        assert!(outs.len() >= 2, "{outs:?}");
+        assert_eq!(events(&outs[..1]), vec![(0, "PUT", "a".into(), r)]);
+    }
+}

@@ -20,6 +20,8 @@
 
 pub mod catchup;
 pub mod hub;
+#[cfg(feature = "planted-bugs")]
+mod planted;
 pub mod stream;
 
 pub use hub::{CreateError, Hub, HubLimits, KeyRange, Outgoing, Signals, StreamId, WatchSpec};
