@@ -2,9 +2,10 @@
 //!
 //! raft-rs treats every storage error other than `Compacted`, `Unavailable`,
 //! `LogTemporarilyUnavailable` and `SnapshotTemporarilyUnavailable` as fatal (it panics). So
-//! only the *read* methods of the `raft::Storage` trait talk to raft, and they read memory; every
-//! operation that touches the disk returns a [`WalError`] to the Ready loop, which decides how to
-//! stop.
+//! only the *read* methods of the `raft::Storage` trait talk to raft. They read memory, except
+//! `entries()` for indexes older than the entry cache, which reads them back from the WAL
+//! segments: a damaged record found then is a fatal `Store(Other)`, as it would be corrupt data.
+//! Every write operation returns a [`WalError`] to the Ready loop, which decides how to stop.
 
 use std::io;
 use std::path::PathBuf;

@@ -192,8 +192,8 @@ fn main() -> Result<()> {
         command.push_str(&a);
     }
     let report = format!(
-        "## Machine\n\n{facts}\n## Command\n\n```sh\n{command}\n```\n\nTook {:.1} min. One member each \
-         (3-member runs are not possible yet: cairn refuses multi-member clusters). Both servers \
+        "## Machine\n\n{facts}\n## Command\n\n```sh\n{command}\n```\n\nTook {:.1} min. One member each, \
+         except the `c3-` workloads (3 members on loopback). Both servers \
          run with the same flags and their defaults; ratios are cairn/etcd. Load average \
          (1/5/15 min) before: {load_before}, after: {}.\n\n## Results\n\n{}\n\
          ## Targets\n\n{}",
