@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -81,6 +81,13 @@ pub struct Member {
     pub peer_addr: String,
     /// The scheme of its peer URL: `http`, or `https` for peer TLS.
     peer_scheme: &'static str,
+    /// `127.0.0.1:port` it advertises to its peers instead of `peer_addr` (e.g. a fault
+    /// proxy in front of its peer listener); `None` advertises `peer_addr`.
+    advertise_peer_addr: Option<String>,
+    /// Environment variables set on every start.
+    env: Vec<(String, String)>,
+    /// How the last process exited, once reaped.
+    last_exit: Option<ExitStatus>,
     /// `--initial-cluster` it is started with.
     initial_cluster: String,
     /// `--initial-cluster-state` it is started with (`new` or `existing`).
@@ -117,6 +124,9 @@ impl Member {
             client_addr: format!("127.0.0.1:{}", fresh_port()),
             peer_addr: format!("127.0.0.1:{}", fresh_port()),
             peer_scheme: "http",
+            advertise_peer_addr: None,
+            env: Vec::new(),
+            last_exit: None,
             initial_cluster,
             initial_state: initial_state.to_string(),
             token: token.to_string(),
@@ -141,6 +151,114 @@ impl Member {
     /// The peer URL, `http://127.0.0.1:port` (`https://` in a cluster with peer TLS).
     pub fn peer_url(&self) -> String {
         format!("{}://{}", self.peer_scheme, self.peer_addr)
+    }
+
+    /// The peer URL the member advertises (`--initial-advertise-peer-urls`, its
+    /// `--initial-cluster` entry): [`Member::peer_url`] unless
+    /// [`Member::set_advertise_peer_addr`] gave another address.
+    pub fn advertise_peer_url(&self) -> String {
+        match &self.advertise_peer_addr {
+            Some(addr) => format!("{}://{addr}", self.peer_scheme),
+            None => self.peer_url(),
+        }
+    }
+
+    /// Makes the member advertise `addr` (`127.0.0.1:port`, e.g. a proxy forwarding to its
+    /// peer listener) instead of its peer listener's address, from its next start on
+    /// (`None`: its own address again). Its own `--initial-cluster` entry follows. Only while
+    /// stopped.
+    pub fn set_advertise_peer_addr(&mut self, addr: Option<&str>) -> Result<()> {
+        ensure!(
+            !self.is_running(),
+            "{}: stop it before changing its advertised peer URL",
+            self.name
+        );
+        let old = format!("{}={}", self.name, self.advertise_peer_url());
+        self.advertise_peer_addr = addr.map(str::to_string);
+        let new = format!("{}={}", self.name, self.advertise_peer_url());
+        self.initial_cluster = self
+            .initial_cluster
+            .split(',')
+            .map(|e| if e == old { new.as_str() } else { e })
+            .collect::<Vec<_>>()
+            .join(",");
+        Ok(())
+    }
+
+    /// Sets (`Some`) or removes (`None`) an environment variable given to the member's
+    /// process from its next start on.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_string(), v.to_string()));
+        }
+    }
+
+    /// The environment variables given to the member's process (see [`Member::set_env`]).
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
+    }
+
+    /// Sets the `--initial-cluster` and `--initial-cluster-state` of the member's next start
+    /// (e.g. to rejoin with `existing` after `member remove` / `member add` and a wiped data
+    /// dir). Only while stopped.
+    pub fn set_initial_cluster(&mut self, initial_cluster: &str, state: &str) -> Result<()> {
+        ensure!(
+            !self.is_running(),
+            "{}: stop it before changing its initial cluster",
+            self.name
+        );
+        self.initial_cluster = initial_cluster.to_string();
+        self.initial_state = state.to_string();
+        Ok(())
+    }
+
+    /// Deletes the member's data dir (WAL, snapshots, backend), so its next start is a first
+    /// start. Only while stopped.
+    pub fn wipe_data_dir(&mut self) -> Result<()> {
+        ensure!(
+            !self.is_running(),
+            "{}: stop it before wiping its data dir",
+            self.name
+        );
+        let dir = self.data_dir();
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing {}", dir.display())),
+        }
+    }
+
+    /// The member's log file (every start's stdout and stderr, with a harness line before
+    /// each start).
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// Sends signal `sig` (e.g. `libc::SIGSTOP`, `libc::SIGCONT`) to the running process.
+    pub fn signal(&self, sig: libc::c_int) -> Result<()> {
+        let c = self
+            .child
+            .as_ref()
+            .ok_or_else(|| anyhow!("{} is not running", self.name))?;
+        let pid = c.id() as libc::pid_t;
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped has no
+        // memory-safety preconditions.
+        #[allow(unsafe_code)]
+        let r = unsafe { libc::kill(pid, sig) };
+        ensure!(
+            r == 0,
+            "kill({pid}, {sig}): {}",
+            std::io::Error::last_os_error()
+        );
+        Ok(())
+    }
+
+    /// How the member's last process exited, once it has been seen exiting (by
+    /// [`Member::is_running`], [`Member::wait_exit`], ...); `None` while running, and after a
+    /// [`Member::kill`] by the harness.
+    pub fn last_exit(&self) -> Option<ExitStatus> {
+        self.last_exit
     }
 
     /// Moves the member's peer listener to `addr` (`127.0.0.1:port`) for its next start, as
@@ -169,13 +287,14 @@ impl Member {
     pub fn args(&self) -> Vec<String> {
         let client = self.endpoint();
         let peer = self.peer_url();
+        let advertised = self.advertise_peer_url();
         let mut args = vec![
             format!("--name={}", self.name),
             format!("--data-dir={}", self.data_dir().display()),
             format!("--listen-client-urls={client}"),
             format!("--advertise-client-urls={client}"),
             format!("--listen-peer-urls={peer}"),
-            format!("--initial-advertise-peer-urls={peer}"),
+            format!("--initial-advertise-peer-urls={advertised}"),
             format!("--initial-cluster={}", self.initial_cluster),
         ];
         let overridden: Vec<&str> = self.extra.iter().filter_map(|a| flag_name(a)).collect();
@@ -215,12 +334,14 @@ impl Member {
         }
         let child = Command::new(&bin)
             .args(self.args())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .with_context(|| format!("spawning {}", bin.display()))?;
         self.child = Some(child);
+        self.last_exit = None;
         self.wanted = true;
         Ok(())
     }
@@ -233,6 +354,7 @@ impl Member {
             if let Some(c) = self.child.as_mut() {
                 if let Some(st) = c.try_wait()? {
                     self.child = None;
+                    self.last_exit = Some(st);
                     bail!(
                         "{:?} member {} exited during start ({st}):\n{}",
                         self.kind,
@@ -276,7 +398,10 @@ impl Member {
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut().map(|c| c.try_wait()) {
             Some(Ok(None)) => true,
-            Some(_) => {
+            Some(r) => {
+                if let Ok(Some(st)) = r {
+                    self.last_exit = Some(st);
+                }
                 self.child = None;
                 false
             }
@@ -326,6 +451,7 @@ impl Member {
         loop {
             if let Some(st) = c.try_wait()? {
                 self.child = None;
+                self.last_exit = Some(st);
                 return Ok(st);
             }
             if Instant::now() > deadline {
@@ -505,6 +631,45 @@ impl Cluster {
         scheme: &'static str,
         extra: impl Fn(usize) -> Vec<String>,
     ) -> Result<Cluster> {
+        let mut c = Self::create_with_scheme(kind, n, scheme, extra)?;
+        c.spawn_all()?;
+        Ok(c)
+    }
+
+    /// Creates `n` members like [`Cluster::spawn_with`] without starting any: each has its
+    /// ports and data dir, so that something (e.g. a fault proxy, see
+    /// [`Member::set_advertise_peer_addr`]) can be set up in front of its peer listener before
+    /// [`Cluster::spawn_all`] starts them.
+    pub fn create(kind: Kind, n: usize, extra: impl Fn(usize) -> Vec<String>) -> Result<Cluster> {
+        Self::create_with_scheme(kind, n, "http", extra)
+    }
+
+    /// Gives every member of a [`Cluster::create`]d cluster the `--initial-cluster` of every
+    /// member's advertised peer URL, and spawns them all (without waiting for anything).
+    pub fn spawn_all(&mut self) -> Result<()> {
+        let initial = self
+            .members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.advertise_peer_url()))
+            .collect::<Vec<_>>()
+            .join(",");
+        for m in &mut self.members {
+            m.initial_cluster = initial.clone();
+        }
+        self.started = Instant::now();
+        for m in &mut self.members {
+            m.spawn()?;
+        }
+        Ok(())
+    }
+
+    /// [`Cluster::create`] with peer URLs of `scheme`.
+    fn create_with_scheme(
+        kind: Kind,
+        n: usize,
+        scheme: &'static str,
+        extra: impl Fn(usize) -> Vec<String>,
+    ) -> Result<Cluster> {
         let token = unique_token();
         let mut members = Vec::with_capacity(n);
         for i in 0..n {
@@ -521,23 +686,19 @@ impl Cluster {
         }
         let initial = members
             .iter()
-            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .map(|m| format!("{}={}", m.name, m.advertise_peer_url()))
             .collect::<Vec<_>>()
             .join(",");
         for m in &mut members {
             m.initial_cluster = initial.clone();
         }
-        let mut c = Cluster {
+        Ok(Cluster {
             kind,
             token,
             peer_scheme: scheme,
             members,
             started: Instant::now(),
-        };
-        for m in &mut c.members {
-            m.spawn()?;
-        }
-        Ok(c)
+        })
     }
 
     /// When the initial members were spawned.

@@ -27,7 +27,20 @@
 //!   is blocked. A connection carries calls of one member only (each member has its own
 //!   channels), so it is identified once.
 //! * [`Proxy::set_delay`] delays every chunk, in both directions, by a fixed time (latency,
-//!   not bandwidth: chunks are timestamped on arrival and written when due, in order).
+//!   not bandwidth: chunks are timestamped on arrival and written when due, in order);
+//!   [`Proxy::set_delay_jitter`] adds a random extra delay in `0..jitter` to each chunk (still
+//!   written in order: a chunk never overtakes the one before it).
+//! * [`Proxy::set_blackhole`] / [`Proxy::blackhole_source`] swallow traffic silently instead:
+//!   connections are accepted and kept open, but every byte read from either side of an
+//!   affected connection is discarded, so both ends see a live connection that carries nothing
+//!   (as with packets dropped by a partitioned network; TCP connects still succeed here, since
+//!   the proxy itself accepts them). A connection that lost bytes can never carry a valid
+//!   HTTP/2 stream again, so it is cut as soon as the blackhole is lifted.
+//! * [`Proxy::set_cut_chance`] "drops a share of the traffic": a TCP proxy cannot drop bytes
+//!   inside a stream without corrupting it, so instead every chunk forwarded (either
+//!   direction) cuts its whole connection with the given probability, chunk not forwarded.
+//!   The sender sees its connection reset and redials; what was in flight is lost, as with
+//!   a lossy link whose retransmissions eventually fail.
 //!
 //! Isolating member `i` completely (a symmetric partition of `i` from everyone else, with the
 //! others still connected to each other) is therefore: block `i`'s proxy (nothing gets in)
@@ -39,12 +52,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
 /// What the proxy does to traffic right now.
@@ -56,12 +70,53 @@ struct Rules {
     blocked_sources: HashSet<u64>,
     /// Added to every chunk, each direction.
     delay: Duration,
+    /// Up to this much more is added to every chunk, at random.
+    jitter: Duration,
+    /// Every byte of every connection is discarded.
+    blackhole: bool,
+    /// Every byte of the connections these member ids opened is discarded.
+    blackholed_sources: HashSet<u64>,
+    /// The probability that forwarding a chunk cuts its connection instead.
+    cut_chance: f64,
 }
 
 impl Rules {
     /// Whether a connection from `source` (`None` = not identified yet) must be cut.
     fn cuts(&self, source: Option<u64>) -> bool {
         self.blocked || source.is_some_and(|s| self.blocked_sources.contains(&s))
+    }
+
+    /// Whether the bytes of a connection from `source` are swallowed.
+    fn swallows(&self, source: Option<u64>) -> bool {
+        self.blackhole || source.is_some_and(|s| self.blackholed_sources.contains(&s))
+    }
+}
+
+/// A small, fast, non-cryptographic generator (splitmix64) for the proxy's random choices.
+#[derive(Debug, Clone)]
+struct SplitMix(u64);
+
+impl SplitMix {
+    /// A generator seeded differently for every connection of the process.
+    fn fresh() -> Self {
+        static SEQ: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        SplitMix(nanos ^ SEQ.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed))
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`.
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
@@ -75,6 +130,10 @@ pub struct ProxyStats {
     /// Connections whose first DATA frame did not carry a decodable peer header (these are
     /// never cut by [`Proxy::block_source`]).
     pub undecodable: usize,
+    /// Connections cut at random by [`Proxy::set_cut_chance`].
+    pub cut_by_chance: usize,
+    /// Bytes swallowed by a blackhole.
+    pub swallowed_bytes: u64,
 }
 
 /// A running proxy; stops (closing every connection) when dropped.
@@ -135,6 +194,40 @@ impl Proxy {
     /// Delays every chunk forwarded from now on, both directions, by `delay`.
     pub fn set_delay(&self, delay: Duration) {
         self.rules.send_modify(|r| r.delay = delay);
+    }
+
+    /// Delays every chunk forwarded from now on, both directions, by `delay` plus a random
+    /// extra in `0..jitter` (chunks stay in order: one never overtakes the one before it).
+    pub fn set_delay_jitter(&self, delay: Duration, jitter: Duration) {
+        self.rules.send_modify(|r| {
+            r.delay = delay;
+            r.jitter = jitter;
+        });
+    }
+
+    /// Swallows (or stops swallowing) every byte of every connection: accepted connections stay
+    /// open and carry nothing. Lifting it cuts every connection that lost bytes.
+    pub fn set_blackhole(&self, on: bool) {
+        self.rules.send_modify(|r| r.blackhole = on);
+    }
+
+    /// Swallows (or stops swallowing) every byte, both ways, of the connections member `id`
+    /// opens to the target. Lifting it cuts every connection that lost bytes.
+    pub fn blackhole_source(&self, id: u64, on: bool) {
+        self.rules.send_modify(|r| {
+            if on {
+                r.blackholed_sources.insert(id);
+            } else {
+                r.blackholed_sources.remove(&id);
+            }
+        });
+    }
+
+    /// From now on, forwarding a chunk (either direction) cuts its connection instead with
+    /// probability `chance` (0 disables; clamped to `0..=1`).
+    pub fn set_cut_chance(&self, chance: f64) {
+        self.rules
+            .send_modify(|r| r.cut_chance = chance.clamp(0.0, 1.0));
     }
 
     /// Lifts every fault: unblocked, no blocked sources, no delay.
@@ -220,30 +313,55 @@ async fn serve(
     let (source_tx, mut source) = watch::channel(None);
     let (up_tx, up_rx) = mpsc::unbounded_channel();
     let (down_tx, down_rx) = mpsc::unbounded_channel();
+    let conn = Conn::default();
     let sniff = Sniff {
         sniffer: Sniffer::default(),
         source: &source_tx,
-        stats,
     };
+    let (conn_ref, stats_ref) = (&conn, &stats);
     let pipes = {
         let (up_rules, down_rules) = (rules.clone(), rules.clone());
+        let (up, down) = (
+            Side {
+                rules: up_rules,
+                source: source.clone(),
+                conn: conn_ref,
+                stats: stats_ref,
+                rng: SplitMix::fresh(),
+            },
+            Side {
+                rules: down_rules,
+                source: source.clone(),
+                conn: conn_ref,
+                stats: stats_ref,
+                rng: SplitMix::fresh(),
+            },
+        );
         async move {
             tokio::join!(
-                read_side(client_r, up_tx, up_rules, Some(sniff)),
+                read_side(client_r, up_tx, up, Some(sniff)),
                 write_side(server_w, up_rx),
-                read_side(server_r, down_tx, down_rules, None),
+                read_side(server_r, down_tx, down, None),
                 write_side(client_w, down_rx),
             )
         }
     };
     let cut = async {
         loop {
-            if rules.borrow_and_update().cuts(*source.borrow_and_update()) {
-                return;
+            let src = *source.borrow_and_update();
+            {
+                let r = rules.borrow_and_update();
+                if conn.cut.load(Ordering::SeqCst)
+                    || r.cuts(src)
+                    || (conn.tainted.load(Ordering::SeqCst) && !r.swallows(src))
+                {
+                    return;
+                }
             }
             tokio::select! {
                 r = rules.changed() => if r.is_err() { return },
                 r = source.changed() => if r.is_err() { return },
+                _ = conn.wake.notified() => {}
             }
         }
     };
@@ -253,23 +371,45 @@ async fn serve(
     }
 }
 
+/// State one connection's two directions share with its cutter.
+#[derive(Default)]
+struct Conn {
+    /// Cut it now (a chance cut).
+    cut: AtomicBool,
+    /// It lost bytes to a blackhole: cut it once the blackhole is lifted.
+    tainted: AtomicBool,
+    /// Wakes the cutter to look at `cut` and `tainted` again.
+    wake: Notify,
+}
+
+/// What one direction of a connection needs to apply the rules.
+struct Side<'a> {
+    rules: watch::Receiver<Rules>,
+    /// The connection's sender, once identified.
+    source: watch::Receiver<Option<u64>>,
+    conn: &'a Conn,
+    stats: &'a Arc<Mutex<ProxyStats>>,
+    rng: SplitMix,
+}
+
 /// The client→target direction's identification of its sender.
 struct Sniff<'a> {
     sniffer: Sniffer,
     source: &'a watch::Sender<Option<u64>>,
-    stats: Arc<Mutex<ProxyStats>>,
 }
 
 /// Reads chunks and queues them, stamped with when they are due. With `sniff`, holds
 /// everything from the first DATA frame on until the sender is known, and stops (without
-/// forwarding) if that sender is blocked.
+/// forwarding) if that sender is blocked. Swallows chunks while a blackhole applies, and cuts
+/// the connection at random as [`Rules::cut_chance`] says.
 async fn read_side(
     mut from: OwnedReadHalf,
     to: mpsc::UnboundedSender<(Instant, Vec<u8>)>,
-    rules: watch::Receiver<Rules>,
+    mut side: Side<'_>,
     mut sniff: Option<Sniff<'_>>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
+    let mut last_due = Instant::now();
     loop {
         let n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => return, // dropping `to` ends the writer, which half-closes
@@ -282,20 +422,21 @@ async fn read_side(
             match verdict {
                 Verdict::Pending => {}
                 Verdict::Source(id) => {
-                    *s.stats
+                    *side
+                        .stats
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .sources
                         .entry(id)
                         .or_default() += 1;
                     let _ = s.source.send(Some(id));
-                    if rules.borrow().cuts(Some(id)) {
+                    if side.rules.borrow().cuts(Some(id)) {
                         return;
                     }
                     sniff = None;
                 }
                 Verdict::Undecodable => {
-                    s.stats
+                    side.stats
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .undecodable += 1;
@@ -306,7 +447,37 @@ async fn read_side(
         if chunk.is_empty() {
             continue;
         }
-        let due = Instant::now() + rules.borrow().delay;
+        let (swallow, cut_chance, delay, jitter) = {
+            let r = side.rules.borrow();
+            let src = *side.source.borrow();
+            (r.swallows(src), r.cut_chance, r.delay, r.jitter)
+        };
+        if swallow {
+            side.stats
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .swallowed_bytes += chunk.len() as u64;
+            side.conn.tainted.store(true, Ordering::SeqCst);
+            side.conn.wake.notify_one();
+            continue;
+        }
+        if cut_chance > 0.0 && side.rng.unit() < cut_chance {
+            side.stats
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .cut_by_chance += 1;
+            side.conn.cut.store(true, Ordering::SeqCst);
+            side.conn.wake.notify_one();
+            return;
+        }
+        let extra = if jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            jitter.mul_f64(side.rng.unit())
+        };
+        // Never before the previous chunk: the writer takes them in order anyway.
+        let due = (Instant::now() + delay + extra).max(last_due);
+        last_due = due;
         if to.send((due, chunk)).is_err() {
             return;
         }
