@@ -560,21 +560,9 @@ async fn drive(
             cluster.name(l)
         }),
     );
-    // One write before the watchers start: a watch from revision 1 on a fresh store (no
-    // revision with events yet) is never delivered anything by cairn (see
-    // tests/regressions.rs); with revision 2 written, the whole-keyspace watchers from
-    // revision 1 still see every event of the run.
-    let setup_rev = setup_put(cluster, clock, sinks).await?;
-    for i in 0..cluster.len() {
-        let deadline = Instant::now() + READY_LIMIT;
-        while cluster.status(i).await.map_or(0, |s| s.2) < setup_rev {
-            if Instant::now() > deadline {
-                bail!("{} did not apply the setup write", cluster.name(i));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
+    // No write before the watchers start: the whole-keyspace watchers watch from revision 1 of
+    // a fresh store, which is how the harness found that such a watch was never synced
+    // (tests/regressions.rs).
     // Watchers, on every member.
     let phase_rx = tasks.phase.subscribe();
     let (prefix, single) = match spec.traffic.kind {
@@ -784,39 +772,6 @@ async fn final_range(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     bail!("the final read failed: {last}")
-}
-
-/// The run's first write, `setup` = `init`, through the leader, recorded as an operation of
-/// its own client; returns its revision.
-async fn setup_put(cluster: &mut TestCluster, clock: &Clock, sinks: &Sinks) -> Result<i64> {
-    let req = Request::Put {
-        key: "setup".into(),
-        value: "init".into(),
-        lease: 0,
-    };
-    let l = cluster.wait_leader(READY_LIMIT).await?;
-    let client = connect(&cluster.endpoint(l)).await?;
-    let call = clock.now();
-    let r = tokio::time::timeout(Duration::from_secs(5), execute(&client, &req)).await;
-    let ret = clock.now();
-    let outcome = match r {
-        Ok(Ok(resp)) => Outcome::Ok(resp),
-        Ok(Err(e)) => Outcome::Unknown(format!("{e:#}")),
-        Err(_) => Outcome::Unknown("timed out".into()),
-    };
-    let rev = match &outcome {
-        Outcome::Ok(Response::Put { revision }) => Some(*revision),
-        _ => None,
-    };
-    sinks.ops.push(OpRecord {
-        client: FINAL_CLIENT + 1,
-        member: l,
-        call,
-        ret,
-        request: req,
-        outcome,
-    });
-    rev.ok_or_else(|| anyhow!("the setup write failed"))
 }
 
 /// Polls `cond` every 20 ms for up to `limit`.

@@ -20,12 +20,10 @@ fn block_on<F: std::future::Future<Output = Result<()>>>(f: F) -> Result<()> {
 /// anything, on any member; etcd delivers every later event. In the watch hub's catch-up
 /// (`cairn-server/src/watch/catchup.rs`) the history read from revision 1 is empty, so the
 /// watcher's watermark neither advances nor passes the published revision (1): it stays
-/// unsynced, the round reports no progress, and no later publish or round picks it up. The
-/// harness works around it (a first write, applied everywhere, before the watchers start);
-/// this test keeps the scenario.
+/// unsynced, the round reports no progress, and no later publish or round picks it up.
+/// Fixed in `catchup_round`: a read that did not stop at its revision limit covered every
+/// revision up to the published one.
 #[test]
-#[ignore = "cairn bug found by the robustness harness (watch from revision 1 on a fresh \
-            store); un-ignore once fixed"]
 fn a_watch_from_revision_one_on_a_fresh_cluster_sees_the_first_write() -> Result<()> {
     ensure_binary()?;
     block_on(async {

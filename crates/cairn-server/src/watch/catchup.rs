@@ -58,7 +58,7 @@ impl Hub {
     /// One catch-up round for `stream` (see the module docs). Reads the backend: call it on a
     /// thread that may block.
     pub fn catchup_round(&self, stream: StreamId) -> Result<Round, MvccError> {
-        let (watchers, room) = {
+        let (watchers, room, published) = {
             let g = self.lock();
             let Some(st) = g.streams.get(&stream) else {
                 return Ok(Round::Closed);
@@ -73,7 +73,7 @@ impl Hub {
                 .map(|(id, w)| (*id, w.clone()))
                 .collect();
             ws.sort_unstable_by_key(|(id, _)| *id);
-            (ws, st.queue.room(&self.limits))
+            (ws, st.queue.room(&self.limits), g.rev)
         };
         let Some(from) = watchers.iter().map(|(_, w)| w.next_rev).min() else {
             return Ok(Round::Idle);
@@ -83,7 +83,18 @@ impl Hub {
             Err(MvccError::Compacted) => return Ok(self.cancel_compacted(stream)),
             Err(e) => return Err(e),
         };
-        let covered_to = revs.last().map_or(from - 1, |r| r.revision);
+        // Revisions are published only after they are committed, so the history read (a
+        // later snapshot) holds every revision up to `published`. Unless the read stopped at
+        // `catchup_revisions`, it therefore covered everything up to `published` even where
+        // revisions had no events: without this, a watch from revision 1 on a fresh store
+        // (revision 1 has no events) read nothing, never reached `published` and never
+        // synced (found by the robustness harness).
+        let last_read = revs.last().map_or(from - 1, |r| r.revision);
+        let covered_to = if revs.len() < self.limits.catchup_revisions.max(1) {
+            last_read.max(published)
+        } else {
+            last_read
+        };
 
         let (mut msgs_left, mut bytes_left) = room;
         let mut planned = Vec::with_capacity(watchers.len());

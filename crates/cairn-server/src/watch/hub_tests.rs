@@ -349,6 +349,32 @@ fn filters_prev_kv_and_ranges() {
     );
 }
 
+/// Regression (found by the robustness harness): on a fresh store (revision 1, which has no
+/// events) a watch from revision 1 read an empty history, never reached the published
+/// revision and stayed unsynced, so it missed every later event.
+#[test]
+fn a_watch_from_revision_one_on_a_fresh_store_syncs_and_sees_later_writes() {
+    let f = fixture(HubLimits::default());
+    let (s, _) = f.hub.open_stream();
+    f.create(s, spec("", "\0", 1));
+    // A few rounds, not `catch_up`: with the bug, catch-up never ends.
+    for _ in 0..3 {
+        f.hub.catchup_round(s).unwrap();
+        f.drain(s);
+    }
+    assert!(!f.hub.needs_catchup(s), "the watcher is synced");
+    f.put("a", "1");
+    f.txn(&[("b", "2"), ("c", "3")]);
+    assert_eq!(
+        events(&f.drain(s)),
+        vec![
+            (0, "PUT", "a".into(), 2),
+            (0, "PUT", "b".into(), 3),
+            (0, "PUT", "c".into(), 3),
+        ]
+    );
+}
+
 #[test]
 fn start_revisions_past_future_and_compacted() {
     let f = fixture(HubLimits::default());
