@@ -173,8 +173,15 @@ impl Member {
             "{}: stop it before changing its advertised peer URL",
             self.name
         );
+        self.update_own_entry(|m| m.advertise_peer_addr = addr.map(str::to_string));
+        Ok(())
+    }
+
+    /// Applies `change` and rewrites this member's own `--initial-cluster` entry (the URL it
+    /// advertises) to match.
+    fn update_own_entry(&mut self, change: impl FnOnce(&mut Self)) {
         let old = format!("{}={}", self.name, self.advertise_peer_url());
-        self.advertise_peer_addr = addr.map(str::to_string);
+        change(self);
         let new = format!("{}={}", self.name, self.advertise_peer_url());
         self.initial_cluster = self
             .initial_cluster
@@ -182,7 +189,6 @@ impl Member {
             .map(|e| if e == old { new.as_str() } else { e })
             .collect::<Vec<_>>()
             .join(",");
-        Ok(())
     }
 
     /// Sets (`Some`) or removes (`None`) an environment variable given to the member's
@@ -271,15 +277,7 @@ impl Member {
             "{}: stop it before moving its peer URL",
             self.name
         );
-        let old = format!("{}={}", self.name, self.peer_url());
-        self.peer_addr = addr.to_string();
-        let new = format!("{}={}", self.name, self.peer_url());
-        self.initial_cluster = self
-            .initial_cluster
-            .split(',')
-            .map(|e| if e == old { new.as_str() } else { e })
-            .collect::<Vec<_>>()
-            .join(",");
+        self.update_own_entry(|m| m.peer_addr = addr.to_string());
         Ok(())
     }
 
