@@ -483,3 +483,17 @@ impl UniqueValues {
         format!("c{client}-{}", self.next.fetch_add(1, Ordering::Relaxed))
     }
 }
+
+impl From<&etcd_client::KeyValue> for Kv {
+    /// What the client saw (keys and values are this harness's UTF-8 strings).
+    fn from(kv: &etcd_client::KeyValue) -> Kv {
+        Kv {
+            key: String::from_utf8_lossy(kv.key()).into_owned(),
+            value: String::from_utf8_lossy(kv.value()).into_owned(),
+            mod_revision: kv.mod_revision(),
+            create_revision: kv.create_revision(),
+            version: kv.version(),
+            lease: kv.lease(),
+        }
+    }
+}

@@ -511,17 +511,6 @@ impl TrafficClient {
     }
 }
 
-fn kv_of(kv: &etcd_client::KeyValue) -> Kv {
-    Kv {
-        key: String::from_utf8_lossy(kv.key()).into_owned(),
-        value: String::from_utf8_lossy(kv.value()).into_owned(),
-        mod_revision: kv.mod_revision(),
-        create_revision: kv.create_revision(),
-        version: kv.version(),
-        lease: kv.lease(),
-    }
-}
-
 fn revision_of(h: Option<&etcd_client::ResponseHeader>) -> i64 {
     h.map_or(0, |h| h.revision())
 }
@@ -576,7 +565,7 @@ pub async fn execute(client: &Client, req: &Request) -> Result<Response> {
             }
             let r = kv.get(key.clone(), Some(opts)).await?;
             Response::Get {
-                kv: r.kvs().first().map(kv_of),
+                kv: r.kvs().first().map(Kv::from),
                 revision: revision_of(r.header()),
             }
         }
@@ -596,7 +585,7 @@ pub async fn execute(client: &Client, req: &Request) -> Result<Response> {
             }
             let r = kv.get(wire_key(start), Some(opts)).await?;
             Response::Range {
-                kvs: r.kvs().iter().map(kv_of).collect(),
+                kvs: r.kvs().iter().map(Kv::from).collect(),
                 count: r.count(),
                 more: r.more(),
                 revision: revision_of(r.header()),
@@ -630,7 +619,7 @@ pub async fn execute(client: &Client, req: &Request) -> Result<Response> {
                 .op_responses()
                 .iter()
                 .map(|op| match op {
-                    TxnOpResponse::Get(g) => TxnResult::Get(g.kvs().first().map(kv_of)),
+                    TxnOpResponse::Get(g) => TxnResult::Get(g.kvs().first().map(Kv::from)),
                     TxnOpResponse::Put(_) => TxnResult::Put,
                     TxnOpResponse::Delete(d) => TxnResult::Delete(d.deleted()),
                     TxnOpResponse::Txn(_) => TxnResult::Put,

@@ -66,17 +66,6 @@ pub struct Watcher {
     pub spec: WatchSpec,
 }
 
-fn kv_of(kv: &etcd_client::KeyValue) -> Kv {
-    Kv {
-        key: String::from_utf8_lossy(kv.key()).into_owned(),
-        value: String::from_utf8_lossy(kv.value()).into_owned(),
-        mod_revision: kv.mod_revision(),
-        create_revision: kv.create_revision(),
-        version: kv.version(),
-        lease: kv.lease(),
-    }
-}
-
 fn options(spec: &WatchSpec, start: i64) -> WatchOptions {
     let mut o = WatchOptions::new();
     if !spec.end.is_empty() {
@@ -233,7 +222,7 @@ fn watch_resp(clock: &Clock, resp: &etcd_client::WatchResponse) -> WatchResp {
                     etcd_client::EventType::Put => EventType::Put,
                     etcd_client::EventType::Delete => EventType::Delete,
                 },
-                kv: e.kv().map(kv_of).unwrap_or(Kv {
+                kv: e.kv().map(Kv::from).unwrap_or(Kv {
                     key: String::new(),
                     value: String::new(),
                     mod_revision: 0,
@@ -241,7 +230,7 @@ fn watch_resp(clock: &Clock, resp: &etcd_client::WatchResponse) -> WatchResp {
                     version: 0,
                     lease: 0,
                 }),
-                prev_kv: e.prev_kv().map(kv_of),
+                prev_kv: e.prev_kv().map(Kv::from),
             })
             .collect(),
     }
